@@ -1,0 +1,3 @@
+from services.classifier.app import build
+
+build().run()

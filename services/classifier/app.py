@@ -1,0 +1,17 @@
+"""Wiring of the classifier service."""
+
+from __future__ import annotations
+
+from services.classifier.config import load_taxonomy
+from services.classifier.handlers import make_handlers
+from services.classifier.settings import ClassifierSettings
+from shared.contracts import Topic
+from shared.runtime import Service
+
+
+def build(settings: ClassifierSettings | None = None) -> Service:
+    settings = settings or ClassifierSettings()
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    service = Service("classifier", settings)
+    service.consume([Topic.FEEDBACK_RECEIVED.value], make_handlers(taxonomy))
+    return service

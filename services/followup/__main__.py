@@ -1,0 +1,3 @@
+from services.followup.app import build
+
+build().run()

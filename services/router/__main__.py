@@ -1,0 +1,3 @@
+from services.router.app import build
+
+build().run()

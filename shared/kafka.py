@@ -1,0 +1,387 @@
+"""Kafka runtime on aiokafka: the producer and the consumer loop every service uses.
+
+Delivery contract (see docs/delivery.md):
+- the producer writes with acks=all and reports success only once the broker
+  acknowledged every record;
+- the consumer commits a partition's offset only after the handler finished, its
+  state was written and its output events were acknowledged;
+- transient failures are retried with backoff without advancing the offset;
+- messages that cannot be parsed or validated go to ``<topic>.dlq`` at once, with the
+  reason in headers; handler faults go there after a bounded number of attempts;
+- on stop: no new fetches, the in-flight message finishes, offsets are committed and
+  the consumer leaves its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
+
+from shared.envelope import Event, KafkaRecord, PoisonMessage, from_record, to_record
+from shared.errors import BrokerUnavailable, is_transient
+from shared.logging import log_context
+from shared.metrics import (
+    CONSUMER_LAG,
+    DLQ_MESSAGES,
+    EVENTS_CONSUMED,
+    EVENTS_PRODUCED,
+    HANDLER_RETRIES,
+    HANDLER_SECONDS,
+    PIPELINE_LATENCY,
+    PRODUCE_FAILURES,
+)
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event[Any]], Awaitable[Sequence[Event[Any]]]]
+
+DLQ_HEADER_PREFIX = "dlq_"
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+class EventProducer:
+    """acks=all producer; ``publish`` returns only after every record is acknowledged."""
+
+    def __init__(self, settings: ServiceSettings, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._settings.kafka_idempotence,
+            request_timeout_ms=self._settings.kafka_request_timeout_ms,
+            linger_ms=1,
+        )
+
+    async def connect(self) -> bool:
+        """One attempt to connect; False if the broker cannot be reached."""
+        if self._producer is not None:
+            return True
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            log.warning("kafka producer cannot connect yet: %s", exc)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            return False
+        self._producer = producer
+        log.info("kafka producer connected", extra={"bootstrap": self._settings.kafka_bootstrap})
+        return True
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Connect, retrying with backoff until connected or asked to stop."""
+        delay = self._settings.retry_initial_s
+        while not stop.is_set() and not await self.connect():
+            await sleep_unless(stop, delay)
+            delay = min(delay * 2, self._settings.retry_max_s)
+
+    async def check(self) -> bool:
+        """Whether the broker answers a metadata request right now."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=2.0)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
+    async def send_records(self, records: Sequence[KafkaRecord]) -> None:
+        """Send records and wait until the broker acknowledged all of them."""
+        if not records:
+            return
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the broker")
+        try:
+            pending = [
+                await self._producer.send(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                )
+                for record in records
+            ]
+            await asyncio.gather(*pending)
+        except (KafkaError, TimeoutError) as exc:
+            for record in records:
+                PRODUCE_FAILURES.labels(record.topic).inc()
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    async def publish(self, events: Sequence[Event[Any]]) -> None:
+        await self.send_records([to_record(event) for event in events])
+        for event in events:
+            EVENTS_PRODUCED.labels(event.topic, event.name).inc()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+
+def dead_letter_record(
+    message: ConsumerRecord[bytes, bytes], reason: str, kind: str, group: str
+) -> KafkaRecord:
+    """The original message, unchanged, with why it failed and where it came from."""
+    headers = [(k, v) for k, v in (message.headers or ()) if not k.startswith(DLQ_HEADER_PREFIX)]
+    headers += [
+        ("dlq_reason", reason.encode()[:4000]),
+        ("dlq_kind", kind.encode()),
+        ("dlq_topic", message.topic.encode()),
+        ("dlq_partition", str(message.partition).encode()),
+        ("dlq_offset", str(message.offset).encode()),
+        ("dlq_group", group.encode()),
+        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+    return KafkaRecord(
+        topic=f"{message.topic}.dlq", key=message.key, value=message.value or b"", headers=headers
+    )
+
+
+class _Aborted(Exception):
+    """Processing stopped because the service is shutting down; do not commit."""
+
+
+class ConsumerLoop:
+    """Consume topics in a group and hand each event to the handler for its type."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        topics: Sequence[str],
+        group_id: str,
+        client_id: str,
+        handlers: Mapping[str, Handler],
+        producer: EventProducer,
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._client_id = client_id
+        self._handlers = dict(handlers)
+        self._producer = producer
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stop = asyncio.Event()
+        self._done_offsets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self.started = False
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        consumer = await self._start_consumer()
+        if consumer is None:
+            return
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=500)
+                except KafkaError as exc:
+                    log.warning("fetch failed, retrying: %s", exc)
+                    await sleep_unless(self._stop, self._settings.retry_initial_s)
+                    continue
+                try:
+                    for tp, messages in batch.items():
+                        await self._process_partition(consumer, tp, messages)
+                except _Aborted:
+                    break
+                self._report_lag(consumer)
+        finally:
+            await self._commit(consumer)
+            # Leaves the group so the partitions move to another copy at once.
+            await consumer.stop()
+            self.started = False
+            log.info("consumer stopped", extra={"group": self._group_id})
+
+    async def _start_consumer(self) -> AIOKafkaConsumer | None:
+        delay = self._settings.retry_initial_s
+        while not self._stop.is_set():
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                group_id=self._group_id,
+                client_id=self._client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self._settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
+                max_poll_records=self._settings.kafka_max_poll_records,
+                request_timeout_ms=max(self._settings.kafka_request_timeout_ms, 5000),
+            )
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                log.warning("kafka consumer cannot connect yet: %s", exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                await sleep_unless(self._stop, delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+                continue
+            self._consumer = consumer
+            self.started = True
+            log.info("consumer started", extra={"group": self._group_id, "topics": self._topics})
+            return consumer
+        return None
+
+    async def _process_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        messages: Sequence[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        for message in messages:
+            try:
+                await self._process(message)
+            except _Aborted:
+                # Unfinished: the next owner of this partition starts here again.
+                await self._commit(consumer)
+                raise
+            self._done_offsets[tp] = self._positions[tp] = message.offset + 1
+        await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        if not self._done_offsets:
+            return
+        offsets, self._done_offsets = self._done_offsets, {}
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced; the new owner redelivers, and handlers are idempotent.
+            log.warning("commit rejected after a rebalance: %s", exc)
+        except KafkaError as exc:
+            log.warning("commit failed, the messages will be redelivered: %s", exc)
+
+    async def _process(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = from_record(message.key, message.value, message.headers or ())
+        except PoisonMessage as exc:
+            await self._dead_letter(message, exc.reason, kind="invalid", event_type="unknown")
+            return
+        handler = self._handlers.get(event.name)
+        if handler is None:
+            EVENTS_CONSUMED.labels(message.topic, event.name, "skipped").inc()
+            return
+        with log_context(event_id=event.id, event_type=event.name, subject=event.subject):
+            await self._handle(message, event, handler)
+
+    async def _handle(
+        self, message: ConsumerRecord[bytes, bytes], event: Event[Any], handler: Handler
+    ) -> None:
+        started = time.perf_counter()
+        max_attempts = self._settings.handler_max_attempts
+
+        def give_up(state: RetryCallState) -> bool:
+            if self._stop.is_set():
+                return True
+            failure = state.outcome.exception() if state.outcome else None
+            transient = failure is not None and is_transient(failure)
+            return not transient and state.attempt_number >= max_attempts
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            kind = "transient" if failure is not None and is_transient(failure) else "error"
+            HANDLER_RETRIES.labels(event.name, kind).inc()
+            log.warning(
+                "handler attempt %d failed (%s), retrying: %r",
+                state.attempt_number,
+                kind,
+                failure,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: not isinstance(exc, PoisonMessage)),
+            stop=give_up,
+            wait=wait_exponential_jitter(
+                initial=self._settings.retry_initial_s, max=self._settings.retry_max_s
+            ),
+            sleep=lambda seconds: sleep_unless(self._stop, seconds),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    outputs = await handler(event)
+                    await self._producer.publish(outputs)
+        except PoisonMessage as exc:
+            await self._dead_letter(message, exc.reason, kind="rejected", event_type=event.name)
+            return
+        except Exception as exc:
+            if self._stop.is_set() and (is_transient(exc) or attempts < max_attempts):
+                raise _Aborted from exc
+            log.exception("handler gave up after %d attempts", attempts)
+            reason = f"handler failed after {attempts} attempts: {type(exc).__name__}: {exc}"
+            await self._dead_letter(message, reason, kind="failed", event_type=event.name)
+            return
+        EVENTS_CONSUMED.labels(message.topic, event.name, "handled").inc()
+        HANDLER_SECONDS.labels(event.name).observe(time.perf_counter() - started)
+        PIPELINE_LATENCY.labels(event.name).observe(
+            max(0.0, (datetime.now(UTC) - event.time).total_seconds())
+        )
+
+    async def _dead_letter(
+        self, message: ConsumerRecord[bytes, bytes], reason: str, *, kind: str, event_type: str
+    ) -> None:
+        record = dead_letter_record(message, reason, kind, self._group_id)
+        delay = self._settings.retry_initial_s
+        while True:
+            try:
+                await self._producer.send_records([record])
+                break
+            except BrokerUnavailable as exc:
+                if self._stop.is_set():
+                    raise _Aborted from exc
+                log.warning("dead-letter write failed, retrying: %s", exc)
+                await sleep_unless(self._stop, delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+        log.error(
+            "message dead-lettered",
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "reason": reason,
+            },
+        )
+        DLQ_MESSAGES.labels(message.topic, kind).inc()
+        EVENTS_CONSUMED.labels(message.topic, event_type, "dead_lettered").inc()
+
+    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if highwater is not None and position is not None:
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))

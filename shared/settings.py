@@ -1,0 +1,41 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Read from environment variables ``<PREFIX>_<FIELD>`` (e.g.
+    ``CLOSELOOP_ROUTER_KAFKA_BOOTSTRAP``); each service sets its own prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOSELOOP_", extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_client_id: str | None = None
+    kafka_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer: on for Apache Kafka, off for the local broker",
+    )
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_max_poll_records: int = Field(default=200, ge=1)
+    kafka_consumer_group: str | None = Field(
+        default=None, description="Consumer group id; defaults to closeloop-<service>"
+    )
+
+    mongo_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
+    mongo_database: str = "closeloop"
+    mongo_timeout_ms: int = Field(default=5_000, ge=100)
+
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    handler_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts for an unexpected handler error before the DLQ"
+    )
