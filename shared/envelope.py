@@ -108,7 +108,9 @@ def to_record(event: Event[Any]) -> KafkaRecord:
     )
     message = ce_kafka.to_binary_event(cloud_event)
     key = message.key.encode() if isinstance(message.key, str) else message.key
-    headers = [(name, value) for name, value in message.headers.items() if name != "ce_partitionkey"]
+    headers = [
+        (name, value) for name, value in message.headers.items() if name != "ce_partitionkey"
+    ]
     return KafkaRecord(topic=event.topic, key=key, value=message.value, headers=headers)
 
 
@@ -139,7 +141,9 @@ def from_record(
 
     payload = cloud_event.get_data()
     if not isinstance(payload, dict):
-        raise PoisonMessage(f"data of {name} must be a JSON object")
+        raise PoisonMessage(
+            f"data of {name} is not a JSON object (empty, not JSON, or not an object)"
+        )
     try:
         data = model.model_validate(payload)
     except ValidationError as exc:

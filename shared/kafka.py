@@ -323,7 +323,9 @@ class ConsumerLoop:
             retry=retry_if_exception(lambda exc: not isinstance(exc, PoisonMessage)),
             stop=give_up,
             wait=wait_exponential_jitter(
-                initial=self._settings.retry_initial_s, max=self._settings.retry_max_s
+                multiplier=self._settings.retry_initial_s,
+                max=self._settings.retry_max_s,
+                jitter=self._settings.retry_initial_s,
             ),
             sleep=lambda seconds: sleep_unless(self._stop, seconds),
             before_sleep=before_sleep,

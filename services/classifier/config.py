@@ -24,7 +24,9 @@ class Keywords(BaseModel):
     @cached_property
     def pattern(self) -> re.Pattern[str] | None:
         """One regex for all keywords: English at word starts, Chinese anywhere."""
-        parts = [r"(?<![a-z0-9])" + re.escape(k.lower()) for k in sorted(self.en, key=len, reverse=True)]
+        parts = [
+            r"(?<![a-z0-9])" + re.escape(k.lower()) for k in sorted(self.en, key=len, reverse=True)
+        ]
         parts += [re.escape(k) for k in sorted(self.zh, key=len, reverse=True)]
         return re.compile("|".join(parts)) if parts else None
 

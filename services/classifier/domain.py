@@ -109,7 +109,9 @@ def classify(taxonomy: Taxonomy, feedback: Feedback) -> Classification:
         best, best_matches = causes[0]
         best_strength = len({m.text for m in best_matches})
         runner_up = len({m.text for m in causes[1][1]}) if len(causes) > 1 else 0
-        confidence = round(min(0.95, 0.4 + 0.5 * (best_strength - runner_up + 1) / (best_strength + 1)), 3)
+        confidence = round(
+            min(0.95, 0.4 + 0.5 * (best_strength - runner_up + 1) / (best_strength + 1)), 3
+        )
         secondary = causes[1][0] if len(causes) > 1 and runner_up * 2 >= best_strength else None
         reasons.append(
             f"root cause {best.value}: "

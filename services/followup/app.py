@@ -38,8 +38,13 @@ def build(settings: FollowupSettings | None = None) -> Service:
         await relay(service.producer, store, settings.outbox_retry_after_s, stop)
 
     async def due_queue(stop: asyncio.Event) -> None:
-        await run_due_queue(service.producer, store, poll_s=settings.due_poll_s,
-                            lease_s=settings.due_lease_s, stop=stop)
+        await run_due_queue(
+            service.producer,
+            store,
+            poll_s=settings.due_poll_s,
+            lease_s=settings.due_lease_s,
+            stop=stop,
+        )
 
     service.job(outbox_relay)
     service.job(due_queue)

@@ -26,8 +26,13 @@ class Satisfaction:
 
 
 def judge_satisfaction(
-    *, csat: int, expected: int, perceived: int, solved: bool,
-    satisfied_ratio: float, delighted_ratio: float,
+    *,
+    csat: int,
+    expected: int,
+    perceived: int,
+    solved: bool,
+    satisfied_ratio: float,
+    delighted_ratio: float,
 ) -> Satisfaction:
     """satisfaction = perceived / expected: below ``satisfied_ratio`` the customer is
     dissatisfied, from ``delighted_ratio`` delighted. A CSAT of 1-2 is dissatisfied
@@ -40,11 +45,14 @@ def judge_satisfaction(
         verdict = "delighted"
     else:
         verdict = "satisfied"
-    return Satisfaction(ratio=ratio, verdict=verdict, closes_case=solved and verdict != "dissatisfied")
+    return Satisfaction(
+        ratio=ratio, verdict=verdict, closes_case=solved and verdict != "dissatisfied"
+    )
 
 
-def first_callback(case_id: str, priority: Priority, routed_at: datetime,
-                   hours_by_priority: dict[Priority, float]) -> dict[str, Any]:
+def first_callback(
+    case_id: str, priority: Priority, routed_at: datetime, hours_by_priority: dict[Priority, float]
+) -> dict[str, Any]:
     due_at = routed_at + timedelta(hours=hours_by_priority[priority])
     return {
         "callback_id": derive_id("callback", case_id, "1"),
@@ -55,10 +63,14 @@ def first_callback(case_id: str, priority: Priority, routed_at: datetime,
     }
 
 
-def new_case(routed: CaseRouted, now: datetime, hours_by_priority: dict[Priority, float]) -> dict[str, Any]:
+def new_case(
+    routed: CaseRouted, now: datetime, hours_by_priority: dict[Priority, float]
+) -> dict[str, Any]:
     """The case document created when a case is first routed."""
     routing = routed.routing
-    callback = first_callback(routed.case_id, routing.priority, routing.routed_at, hours_by_priority)
+    callback = first_callback(
+        routed.case_id, routing.priority, routing.routed_at, hours_by_priority
+    )
     return {
         "_id": routed.case_id,
         "feedback_id": routed.feedback.feedback_id,
@@ -84,7 +96,11 @@ def new_case(routed: CaseRouted, now: datetime, hours_by_priority: dict[Priority
         "outcome": None,
         "timeline": [
             {"at": now, "event": "case.routed", "detail": routing.reason},
-            {"at": now, "event": "callback.scheduled", "detail": f"due {callback['due_at'].isoformat()}"},
+            {
+                "at": now,
+                "event": "callback.scheduled",
+                "detail": f"due {callback['due_at'].isoformat()}",
+            },
         ],
         "outbox": [],
         "created_at": now,
@@ -103,7 +119,9 @@ def _met(at: datetime | None, due: datetime | None) -> bool | None:
     return at <= due
 
 
-def closed_summary(case: dict[str, Any], *, outcome: CaseOutcome, closed_at: datetime) -> CaseClosed:
+def closed_summary(
+    case: dict[str, Any], *, outcome: CaseOutcome, closed_at: datetime
+) -> CaseClosed:
     """case.closed: what downstream needs to know about the finished case."""
     survey = case["surveys"][-1] if case.get("surveys") else {}
     feedback, classification = case["feedback"], case["classification"]

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 SOURCE = "/closeloop/followup"
 
 CASES_OPENED = Counter(
-    "closeloop_cases_opened_total", "Cases opened by followup, by priority and team",
+    "closeloop_cases_opened_total",
+    "Cases opened by followup, by priority and team",
     ["priority", "team"],
 )
 
@@ -46,7 +47,13 @@ def make_handlers(store: FollowupStore, settings: FollowupSettings) -> dict[str,
                 attempt=callback["attempt"],
                 reason=callback["reason"],
             )
-            return [new_event(scheduled, source=SOURCE, cause=callback["callback_id"],
-                              time=stored["created_at"])]
+            return [
+                new_event(
+                    scheduled,
+                    source=SOURCE,
+                    cause=callback["callback_id"],
+                    time=stored["created_at"],
+                )
+            ]
 
     return {CaseRouted.event_name: on_case_routed}

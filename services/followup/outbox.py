@@ -20,21 +20,26 @@ from shared.kafka import EventProducer, sleep_unless
 log = logging.getLogger(__name__)
 
 
-async def publish_outbox(producer: EventProducer, store: FollowupStore, case: dict[str, Any]) -> bool:
+async def publish_outbox(
+    producer: EventProducer, store: FollowupStore, case: dict[str, Any]
+) -> bool:
     entries = case.get("outbox") or []
     if not entries:
         return True
     try:
         await producer.publish([event_from_outbox(entry) for entry in entries])
     except BrokerUnavailable as exc:
-        log.warning("case events left in the outbox for the relay: %s", exc, extra={"case_id": case["_id"]})
+        log.warning(
+            "case events left in the outbox for the relay: %s", exc, extra={"case_id": case["_id"]}
+        )
         return False
     await store.mark_published(case["_id"], [entry["id"] for entry in entries])
     return True
 
 
-async def relay(producer: EventProducer, store: FollowupStore, retry_after_s: float,
-                stop: asyncio.Event) -> None:
+async def relay(
+    producer: EventProducer, store: FollowupStore, retry_after_s: float, stop: asyncio.Event
+) -> None:
     """Publish outbox entries that were not published when they were queued."""
     while not stop.is_set():
         try:

@@ -26,7 +26,9 @@ DUE_PROCESSED = Counter(
 )
 
 
-async def fire_callback(producer: EventProducer, store: FollowupStore, item: dict[str, Any]) -> None:
+async def fire_callback(
+    producer: EventProducer, store: FollowupStore, item: dict[str, Any]
+) -> None:
     """The callback is due: tell the dialer or CRM through callback.due."""
     now = utcnow()
     case = await store.get(item["case_id"])
@@ -56,8 +58,14 @@ async def fire_callback(producer: EventProducer, store: FollowupStore, item: dic
         await publish_outbox(producer, store, updated)
 
 
-async def run_due_queue(producer: EventProducer, store: FollowupStore, *, poll_s: float,
-                        lease_s: float, stop: asyncio.Event) -> None:
+async def run_due_queue(
+    producer: EventProducer,
+    store: FollowupStore,
+    *,
+    poll_s: float,
+    lease_s: float,
+    stop: asyncio.Event,
+) -> None:
     owner = f"followup-{uuid.uuid4().hex[:12]}"
     while not stop.is_set():
         try:

@@ -28,7 +28,9 @@ def outbox_entry(event: Event[Any], queued_at: datetime) -> dict[str, Any]:
 def event_from_outbox(entry: dict[str, Any]) -> Event[Any]:
     model = EVENT_MODELS[entry["name"]]
     return Event(
-        id=entry["id"], source=entry["source"], time=entry["time"],
+        id=entry["id"],
+        source=entry["source"],
+        time=entry["time"],
         data=model.model_validate(entry["data"]),
     )
 
@@ -42,6 +44,8 @@ class FollowupStore:
         await self.cases.create_index("feedback_id", unique=True)
         await self.cases.create_index([("status", ASCENDING), ("opened_at", ASCENDING)])
         await self.cases.create_index([("team", ASCENDING), ("status", ASCENDING)])
+        await self.cases.create_index([("agent", ASCENDING), ("status", ASCENDING)])
+        await self.cases.create_index([("opened_at", ASCENDING)])
         await self.cases.create_index("outbox.queued_at", sparse=True)
         await self.due.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
         await self.due.create_index("case_id")
@@ -72,6 +76,12 @@ class FollowupStore:
             },
             upsert=True,
         )
+
+    async def find_cases(
+        self, filters: dict[str, Any], *, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        cursor = self.cases.find(filters).sort("opened_at", -1).skip(offset).limit(limit)
+        return [doc async for doc in cursor], await self.cases.count_documents(filters)
 
     async def get(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
@@ -114,9 +124,9 @@ class FollowupStore:
         )
 
     async def stale_outboxes(self, older_than: datetime, limit: int = 100) -> list[dict[str, Any]]:
-        cursor = self.cases.find(
-            {"outbox.queued_at": {"$lte": older_than}}, {"outbox": 1}
-        ).limit(limit)
+        cursor = self.cases.find({"outbox.queued_at": {"$lte": older_than}}, {"outbox": 1}).limit(
+            limit
+        )
         return [doc async for doc in cursor]
 
     async def claim_due(self, now: datetime, owner: str, lease_s: float) -> dict[str, Any] | None:

@@ -53,7 +53,9 @@ async def post_feedback(
     service: Service = request.app.state.service
     settings: IntakeSettings = request.app.state.settings
     feedback = normalise(item, now=datetime.now(UTC), idempotency_key=idempotency_key)
-    event = new_event(FeedbackReceived(feedback=feedback), source=SOURCE, cause=feedback.feedback_id)
+    event = new_event(
+        FeedbackReceived(feedback=feedback), source=SOURCE, cause=feedback.feedback_id
+    )
     with log_context(feedback_id=feedback.feedback_id, customer_key=feedback.customer_key):
         try:
             await service.producer.publish([event])

@@ -88,8 +88,9 @@ def detect_language(text: str) -> str:
     return "other"
 
 
-def feedback_id(channel: Channel, external_id: str | None, idempotency_key: str | None,
-                fingerprint: str) -> str:
+def feedback_id(
+    channel: Channel, external_id: str | None, idempotency_key: str | None, fingerprint: str
+) -> str:
     """Deterministic id: the same channel message always maps to the same feedback.
 
     The channel's message id wins, then an Idempotency-Key header, then a fingerprint

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.router.config import Agent, Rule, RoutingPolicy
+from services.router.config import Agent, RoutingPolicy, Rule
 from shared.contracts import Classification, Feedback, Priority
 
 PRIORITY_ORDER = [Priority.P1, Priority.P2, Priority.P3, Priority.P4]
@@ -62,7 +62,9 @@ def decide(policy: RoutingPolicy, feedback: Feedback, classification: Classifica
     return Decision(priority=priority, team=rule.team, rule=rule.name, reason=reason)
 
 
-def deadlines(policy: RoutingPolicy, priority: Priority, start: datetime) -> tuple[datetime, datetime]:
+def deadlines(
+    policy: RoutingPolicy, priority: Priority, start: datetime
+) -> tuple[datetime, datetime]:
     """First-response and resolution deadlines, in elapsed hours from ``start``."""
     target = policy.sla_hours[priority]
     return (

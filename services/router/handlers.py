@@ -51,7 +51,7 @@ async def assign_agent(
 def make_handlers(store: RouterStore, policy: RoutingPolicy) -> dict[str, Handler]:
     async def on_feedback_classified(event: Event[Any]) -> Sequence[Event[Any]]:
         data: FeedbackClassified = event.data
-        feedback, classification = data.feedback, data.classification
+        feedback = data.feedback
         case_id = case_id_for(feedback.feedback_id)
         with log_context(case_id=case_id, feedback_id=feedback.feedback_id):
             stored = await store.get_routing(case_id)

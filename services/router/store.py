@@ -42,7 +42,9 @@ class RouterStore:
     async def get_routing(self, case_id: str) -> dict[str, Any] | None:
         return await self.routings.find_one({"_id": case_id})
 
-    async def save_routing(self, case_id: str, feedback_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    async def save_routing(
+        self, case_id: str, feedback_id: str, event: dict[str, Any]
+    ) -> dict[str, Any]:
         """Store the routing; if another copy stored one first, that one wins."""
         try:
             await self.routings.insert_one({"_id": case_id, "feedback_id": feedback_id, **event})

@@ -1,0 +1,287 @@
+"""The whole pipeline: four service processes, the real broker and the real database.
+
+Feedback goes in over intake's HTTP API; the case is read, resolved and surveyed over
+followup's API; the lifecycle comes out on Kafka and the case state is in MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import ConsumerRecord
+from pymongo import AsyncMongoClient
+
+from shared import devstack
+from shared.contracts import Topic
+from shared.db import Document
+from tests.conftest import Infra
+from tests.support import TopicReader, eventually, produce_raw
+
+
+@dataclass
+class Pipeline:
+    infra: Infra
+    database: str
+    ports: dict[str, int]
+    processes: list[devstack.Process]
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+@pytest.fixture(scope="module")
+def pipeline(infra: Infra) -> Iterator[Pipeline]:
+    database = f"e2e_{uuid.uuid4().hex[:8]}"
+    group_suffix = uuid.uuid4().hex[:6]
+    ports = {name: devstack.free_port() for name in devstack.SERVICES}
+    processes: list[devstack.Process] = []
+    try:
+        for name in devstack.SERVICES:
+            prefix = f"CLOSELOOP_{name.upper()}_"
+            env = devstack.service_env(
+                name,
+                http_port=ports[name],
+                kafka_port=infra.kafka_port,
+                mongo_port=infra.mongo_port,
+                database=database,
+                extra={f"{prefix}KAFKA_CONSUMER_GROUP": f"closeloop-{name}-{group_suffix}"},
+            )
+            processes.append(
+                devstack.start_service(name, env, ports[name], infra.log_dir / f"{name}.log")
+            )
+        yield Pipeline(infra, database, ports, processes)
+    finally:
+        for process in processes:
+            process.stop()
+    # SIGTERM is a clean shutdown: every service exits 0.
+    assert [p.popen.returncode for p in processes] == [0, 0, 0, 0]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def wait_ready(http: httpx.AsyncClient, pipeline: Pipeline) -> None:
+    async def all_ready() -> bool:
+        for service in devstack.SERVICES:
+            if (await http.get(f"{pipeline.url(service)}/readyz")).status_code != 200:
+                return False
+        return True
+
+    await eventually(all_ready, timeout=30)
+
+
+async def post_complaint(
+    http: httpx.AsyncClient, pipeline: Pipeline, text: str, **extra: Any
+) -> str:
+    body = {
+        "channel": "web",
+        "external_id": uuid.uuid4().hex,
+        "customer": {"id": f"C-{uuid.uuid4().hex[:6]}", "email": "li.wei@example.com"},
+        "text": text,
+        **extra,
+    }
+    response = await http.post(f"{pipeline.url('intake')}/v1/feedback", json=body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["feedback_id"])
+
+
+async def case_of(http: httpx.AsyncClient, pipeline: Pipeline, feedback_id: str) -> dict[str, Any]:
+    async def lookup() -> dict[str, Any] | None:
+        page = (
+            await http.get(
+                f"{pipeline.url('followup')}/v1/cases", params={"feedback_id": feedback_id}
+            )
+        ).json()
+        return page["items"][0] if page["items"] else None
+
+    return await eventually(lookup, timeout=30)  # type: ignore[no-any-return]
+
+
+async def test_a_complaint_travels_to_a_closed_case(
+    pipeline: Pipeline, http: httpx.AsyncClient, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    await wait_ready(http, pipeline)
+    async with TopicReader(
+        pipeline.infra.bootstrap, Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE
+    ) as kafka:
+        feedback_id = await post_complaint(
+            http,
+            pipeline,
+            "I was double charged for my order and the refund never came. "
+            "I will contact my lawyer.",
+        )
+        routed = await kafka.wait_for(
+            lambda e: e.name == "case.routed" and e.data.feedback.feedback_id == feedback_id
+        )
+        case_id = routed.data.case_id
+        assert routed.data.classification.root_cause == "billing"
+        assert any(s.name == "legal_threat" for s in routed.data.classification.signals)
+        assert routed.data.routing.team == "billing"
+        assert routed.data.routing.agent is not None
+
+        case = await case_of(http, pipeline, feedback_id)
+        assert case["case_id"] == case_id and case["status"] == "open"
+        assert case["classification"]["root_cause"] == "billing"
+        assert case["routing"]["priority"] == routed.data.routing.priority
+        await kafka.wait_for(lambda e: e.name == "callback.scheduled" and e.subject == case_id)
+
+        followup = pipeline.url("followup")
+        resolved = await http.post(
+            f"{followup}/v1/cases/{case_id}/resolve",
+            json={
+                "resolved_by": routed.data.routing.agent,
+                "solution": "refunded the second charge",
+                "promise": "money back within 3 working days",
+            },
+        )
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["status"] == "resolved"
+        answer = await http.post(
+            f"{followup}/v1/cases/{case_id}/survey",
+            json={"csat": 5, "expected": 4, "perceived": 4, "solved": True},
+        )
+        assert answer.json() == {
+            "case_id": case_id,
+            "ratio": 1.0,
+            "verdict": "satisfied",
+            "status": "closed",
+        }
+
+        closed = await kafka.wait_for(lambda e: e.name == "case.closed" and e.subject == case_id)
+        lifecycle = [
+            e.name
+            for e in await kafka.collect(0.5)
+            if e.subject == case_id and e.topic == Topic.CASE_LIFECYCLE
+        ]
+    assert closed.data.outcome == "satisfied"
+    assert closed.data.csat == 5 and closed.data.ratio == 1.0
+    assert closed.data.root_cause == "billing" and closed.data.team == "billing"
+    assert closed.data.resolution_sla_met is True
+    # One case's lifecycle is keyed by its id, so it arrives in order.
+    assert lifecycle == [
+        "callback.scheduled",
+        "case.resolved",
+        "survey.requested",
+        "survey.answered",
+        "case.closed",
+    ]
+
+    stored = await mongo_client[pipeline.database]["followup_cases"].find_one({"_id": case_id})
+    assert stored is not None and stored["status"] == "closed" and stored["outcome"] == "satisfied"
+    assert stored["outbox"] == []
+    timeline = [entry["event"] for entry in stored["timeline"]]
+    assert timeline[-1] == "case.closed"
+
+
+async def test_an_unsatisfied_customer_reopens_the_case(
+    pipeline: Pipeline, http: httpx.AsyncClient, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    await wait_ready(http, pipeline)
+    feedback_id = await post_complaint(http, pipeline, "快递送错了，尺码不对，客服也联系不上")
+    case = await case_of(http, pipeline, feedback_id)
+    case_id = case["case_id"]
+    followup = pipeline.url("followup")
+    async with TopicReader(pipeline.infra.bootstrap, Topic.CASE_LIFECYCLE) as kafka:
+        await http.post(
+            f"{followup}/v1/cases/{case_id}/resolve",
+            json={"resolved_by": "agent-wang-fang", "solution": "发了正确尺码"},
+        )
+        answer = await http.post(
+            f"{followup}/v1/cases/{case_id}/survey",
+            json={"csat": 2, "expected": 5, "perceived": 2, "comment": "还是没解决"},
+        )
+        assert answer.json()["verdict"] == "dissatisfied"
+        assert answer.json()["status"] == "reopened"
+        reopened = await kafka.wait_for(
+            lambda e: e.name == "case.reopened" and e.subject == case_id
+        )
+    assert reopened.data.reopen_count == 1
+    stored = await mongo_client[pipeline.database]["followup_cases"].find_one({"_id": case_id})
+    assert stored is not None and stored["status"] == "reopened" and stored["reopen_count"] == 1
+    again = await http.post(
+        f"{followup}/v1/cases/{case_id}/survey", json={"csat": 5, "expected": 5, "perceived": 5}
+    )
+    assert again.status_code == 409
+
+
+async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
+    pipeline: Pipeline, http: httpx.AsyncClient
+) -> None:
+    await wait_ready(http, pipeline)
+    bootstrap = pipeline.infra.bootstrap
+    key = uuid.uuid4().hex.encode()
+    async with TopicReader(bootstrap, "feedback.received.dlq", Topic.CASE_ROUTED) as kafka:
+        await produce_raw(bootstrap, Topic.FEEDBACK_RECEIVED, b'{"text": "no envelope"}', key=key)
+        await produce_raw(
+            bootstrap,
+            Topic.FEEDBACK_RECEIVED,
+            b"{}",
+            key=key,
+            headers=[
+                ("ce_id", b"x1"),
+                ("ce_type", b"closeloop.feedback.received.v1"),
+                ("ce_source", b"/bad"),
+                ("ce_specversion", b"1.0"),
+                ("content-type", b"application/json"),
+            ],
+        )
+        feedback_id = await post_complaint(http, pipeline, "The parcel never arrived")
+        dead = []
+        for value in (b'{"text": "no envelope"}', b"{}"):
+
+            def dead_letter_of(record: ConsumerRecord[bytes, bytes], value: bytes = value) -> bool:
+                return bool(
+                    record.topic == "feedback.received.dlq"
+                    and record.key == key
+                    and record.value == value
+                )
+
+            dead.append(await kafka.wait_for_record(dead_letter_of))
+        await kafka.wait_for(
+            lambda e: e.name == "case.routed" and e.data.feedback.feedback_id == feedback_id
+        )
+    reasons = [dict(r.headers)["dlq_reason"].decode() for r in dead]
+    assert "not a CloudEvent" in reasons[0]
+    assert reasons[1] == "invalid feedback.received: feedback: Field required"
+    assert all(dict(r.headers)["dlq_group"].startswith(b"closeloop-classifier") for r in dead)
+
+
+async def test_reposted_feedback_yields_one_case(
+    pipeline: Pipeline, http: httpx.AsyncClient, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    await wait_ready(http, pipeline)
+    body = {
+        "channel": "sms",
+        "external_id": uuid.uuid4().hex,
+        "customer": {"phone": "+8613800138000"},
+        "text": "退款还没到账",
+    }
+    intake = f"{pipeline.url('intake')}/v1/feedback"
+    ids = {(await http.post(intake, json=body)).json()["feedback_id"] for _ in range(3)}
+    assert len(ids) == 1
+    feedback_id = ids.pop()
+    await case_of(http, pipeline, feedback_id)
+    await asyncio.sleep(1.0)
+    cases = mongo_client[pipeline.database]["followup_cases"]
+    assert await cases.count_documents({"feedback_id": feedback_id}) == 1
+    routings = mongo_client[pipeline.database]["router_routings"]
+    assert await routings.count_documents({"feedback_id": feedback_id}) == 1
+
+
+async def test_every_service_serves_metrics(pipeline: Pipeline, http: httpx.AsyncClient) -> None:
+    await wait_ready(http, pipeline)
+    for service in devstack.SERVICES:
+        text = (await http.get(f"{pipeline.url(service)}/metrics")).text
+        assert f'closeloop_service_info{{service="{service}",version="0.1.0"}} 1.0' in text
+    classifier = (await http.get(f"{pipeline.url('classifier')}/metrics")).text
+    assert "closeloop_events_consumed_total{" in classifier
+    assert "closeloop_classifications_total{" in classifier

@@ -1,0 +1,256 @@
+"""The shared consumer loop against the real broker: commit, retry, dead-letter, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo.errors import AutoReconnect
+
+from shared import devstack
+from shared.contracts import (
+    Classification,
+    Feedback,
+    FeedbackClassified,
+    FeedbackReceived,
+    RootCause,
+    Topic,
+    Urgency,
+)
+from shared.envelope import Event, from_record, new_event, to_record
+from shared.kafka import ConsumerLoop, EventProducer, Handler
+from shared.settings import ServiceSettings
+from tests.conftest import Infra
+from tests.support import TopicReader, a_customer, eventually, produce_raw, with_id
+
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def topic(infra: Infra) -> str:
+    name = f"test.loop.{uuid.uuid4().hex[:8]}"
+    await devstack.create_topics(infra.bootstrap, 1, names=[name, f"{name}.dlq"])
+    return name
+
+
+def settings(infra: Infra) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap=infra.bootstrap,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=400,
+        retry_initial_s=0.05,
+        retry_max_s=0.2,
+        handler_max_attempts=3,
+    )
+
+
+@pytest.fixture
+async def producer(infra: Infra) -> AsyncIterator[EventProducer]:
+    producer = EventProducer(settings(infra), "test")
+    assert await producer.connect()
+    yield producer
+    await producer.stop()
+
+
+def received(text: str = "parcel lost") -> Event[FeedbackReceived]:
+    customer = a_customer()
+    feedback = Feedback(
+        feedback_id=str(uuid.uuid4()),
+        channel="web",
+        customer=customer,
+        customer_key=customer.key,
+        text=text,
+        received_at=NOW,
+        ingested_at=NOW,
+    )
+    return new_event(
+        FeedbackReceived(feedback=feedback), source="/test", cause=feedback.feedback_id
+    )
+
+
+async def put(infra: Infra, topic: str, event: Event[Any]) -> None:
+    record = to_record(event)
+    await produce_raw(infra.bootstrap, topic, record.value, record.key, record.headers)
+
+
+def classified_of(event: Event[Any]) -> Event[FeedbackClassified]:
+    classification = Classification(
+        root_cause=RootCause.DELIVERY,
+        urgency=Urgency.LOW,
+        sentiment=0,
+        confidence=1,
+        model_version="test",
+    )
+    data = FeedbackClassified(feedback=event.data.feedback, classification=classification)
+    return new_event(data, source="/test", cause=event.id)
+
+
+class Running:
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.loop.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.loop.request_stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 15)
+
+
+def consumer_loop(
+    infra: Infra, topic: str, group: str, handler: Handler, producer: EventProducer
+) -> ConsumerLoop:
+    return ConsumerLoop(
+        settings=settings(infra),
+        topics=[topic],
+        group_id=group,
+        client_id="test",
+        handlers={"feedback.received": handler},
+        producer=producer,
+    )
+
+
+async def committed(infra: Infra, topic: str, group: str) -> int | None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=infra.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))  # type: ignore[no-any-return]
+    finally:
+        await consumer.stop()
+
+
+async def test_output_is_produced_and_the_offset_committed_after_handling(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    seen: list[str] = []
+
+    async def handler(event: Event[Any]) -> Sequence[Event[Any]]:
+        seen.append(event.id)
+        return [classified_of(event)]
+
+    events = [received(), received()]
+    for event in events:
+        await put(infra, topic, event)
+    async with (
+        TopicReader(infra.bootstrap, Topic.FEEDBACK_CLASSIFIED) as reader,
+        Running(consumer_loop(infra, topic, group, handler, producer)),
+    ):
+        for event in events:
+            out = await reader.wait_for(with_id(classified_of(event).id))
+            assert out.data.feedback.feedback_id == event.data.feedback.feedback_id
+    assert seen == [e.id for e in events]
+    assert await committed(infra, topic, group) == 2
+
+
+async def test_poison_goes_to_the_dlq_with_the_reason_and_the_next_message_flows(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    handled: list[str] = []
+
+    async def handler(event: Event[Any]) -> Sequence[Event[Any]]:
+        handled.append(event.id)
+        return []
+
+    await produce_raw(infra.bootstrap, topic, b"\x00garbage", key=b"k1")
+    good = received()
+    await put(infra, topic, good)
+    async with (
+        TopicReader(infra.bootstrap, f"{topic}.dlq") as dlq,
+        Running(consumer_loop(infra, topic, group, handler, producer)),
+    ):
+        dead = await dlq.wait_for_record(lambda r: r.key == b"k1")
+        await eventually(lambda: good.id in handled)
+    headers = dict(dead.headers)
+    assert dead.value == b"\x00garbage"
+    assert b"not a CloudEvent" in headers["dlq_reason"]
+    assert headers["dlq_kind"] == b"invalid"
+    assert headers["dlq_topic"] == topic.encode()
+    assert headers["dlq_offset"] == b"0"
+    assert headers["dlq_group"] == group.encode()
+    assert await committed(infra, topic, group) == 2
+
+
+async def test_transient_failures_are_retried_without_skipping(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    attempts: list[str] = []
+
+    async def flaky(event: Event[Any]) -> Sequence[Event[Any]]:
+        attempts.append(event.id)
+        if len(attempts) <= 4:  # more than handler_max_attempts: transient is never given up
+            raise AutoReconnect("database unreachable")
+        return []
+
+    event = received()
+    await put(infra, topic, event)
+    async with Running(consumer_loop(infra, topic, group, flaky, producer)):
+        await eventually(lambda: len(attempts) >= 5)
+
+        async def offset_is_committed() -> bool:
+            return await committed(infra, topic, group) == 1
+
+        await eventually(offset_is_committed)
+    assert attempts == [event.id] * 5
+
+
+async def test_a_failing_handler_is_dead_lettered_after_bounded_attempts(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    attempts: list[str] = []
+
+    async def broken(event: Event[Any]) -> Sequence[Event[Any]]:
+        attempts.append(event.id)
+        raise ValueError("cannot route this")
+
+    event = received()
+    await put(infra, topic, event)
+    async with (
+        TopicReader(infra.bootstrap, f"{topic}.dlq") as dlq,
+        Running(consumer_loop(infra, topic, group, broken, producer)),
+    ):
+        dead = await dlq.wait_for_record(lambda r: True)
+    assert len(attempts) == 3
+    reason = dict(dead.headers)["dlq_reason"].decode()
+    assert reason == "handler failed after 3 attempts: ValueError: cannot route this"
+    assert from_record(dead.key, dead.value, dead.headers).id == event.id
+
+
+async def test_stopping_mid_retry_commits_nothing_and_the_next_owner_gets_the_message(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    first_owner: list[str] = []
+
+    async def unavailable(event: Event[Any]) -> Sequence[Event[Any]]:
+        first_owner.append(event.id)
+        raise AutoReconnect("database unreachable")
+
+    event = received()
+    await put(infra, topic, event)
+    async with Running(consumer_loop(infra, topic, group, unavailable, producer)):
+        await eventually(lambda: bool(first_owner))
+    assert await committed(infra, topic, group) is None
+
+    second_owner: list[str] = []
+
+    async def healthy(event: Event[Any]) -> Sequence[Event[Any]]:
+        second_owner.append(event.id)
+        return []
+
+    async with Running(consumer_loop(infra, topic, group, healthy, producer)):
+        await eventually(lambda: bool(second_owner))
+    assert second_owner == [event.id]

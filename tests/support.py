@@ -1,0 +1,131 @@
+"""Helpers for tests that cross a real process boundary (broker, database, HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from shared.contracts import Customer
+from shared.envelope import Event, from_record, to_record
+
+
+async def produce(bootstrap: str, events: list[Event[Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            record = to_record(event)
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads a topic from the beginning (its own throw-away group) and keeps every record."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=f"test-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=400,
+        )
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def _poll(self) -> None:
+        batch = await self._consumer.getmany(timeout_ms=200)
+        for messages in batch.values():
+            self.records.extend(messages)
+
+    async def wait_for_record(
+        self, match: Callable[[ConsumerRecord[bytes, bytes]], bool], timeout: float = 20.0
+    ) -> ConsumerRecord[bytes, bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self.records:
+                if match(record):
+                    return record
+            if time.monotonic() > deadline:
+                raise TimeoutError("no matching record arrived")
+            await self._poll()
+
+    async def wait_for(
+        self, match: Callable[[Event[Any]], bool], timeout: float = 20.0
+    ) -> Event[Any]:
+        def parsed_match(record: ConsumerRecord[bytes, bytes]) -> bool:
+            try:
+                event = from_record(record.key, record.value, record.headers or ())
+            except Exception:
+                return False
+            return match(event)
+
+        record = await self.wait_for_record(parsed_match, timeout)
+        return from_record(record.key, record.value, record.headers or ())
+
+    async def collect(self, seconds: float) -> list[Event[Any]]:
+        """Everything parseable that arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self._poll()
+        out = []
+        for record in self.records:
+            try:
+                out.append(from_record(record.key, record.value, record.headers or ()))
+            except Exception:
+                continue
+        return out
+
+
+def with_id(event_id: str) -> Callable[[Event[Any]], bool]:
+    return lambda event: event.id == event_id
+
+
+def a_customer(**overrides: Any) -> Customer:
+    data = {"id": f"C-{uuid.uuid4().hex[:8]}", "email": "li.wei@example.com", **overrides}
+    return Customer.model_validate(data)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:
+    """Await ``check()`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)

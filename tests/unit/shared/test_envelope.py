@@ -1,0 +1,155 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.contracts import (
+    EVENT_MODELS,
+    Channel,
+    Feedback,
+    FeedbackReceived,
+    Topic,
+    event_type,
+    parse_event_type,
+)
+from shared.envelope import PoisonMessage, derive_id, from_record, new_event, to_record
+from tests.support import a_customer
+
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def a_feedback_event() -> FeedbackReceived:
+    customer = a_customer()
+    return FeedbackReceived(
+        feedback=Feedback(
+            feedback_id="f-1",
+            channel=Channel.EMAIL,
+            customer=customer,
+            customer_key=customer.key,
+            text="没收到货",
+            received_at=NOW,
+            ingested_at=NOW,
+        )
+    )
+
+
+def test_event_round_trips_through_the_kafka_binding() -> None:
+    event = new_event(a_feedback_event(), source="/test", cause="c1", time=NOW)
+    record = to_record(event)
+    headers = dict(record.headers)
+    assert record.topic == Topic.FEEDBACK_RECEIVED
+    assert record.key == event.data.feedback.customer_key.encode()
+    assert headers["ce_type"] == b"closeloop.feedback.received.v1"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_subject"] == b"f-1"
+    assert headers["content-type"] == b"application/json"
+    parsed = from_record(record.key, record.value, record.headers)
+    assert parsed.id == event.id and parsed.time == NOW
+    assert parsed.data == event.data
+
+
+def test_event_ids_are_derived_from_their_cause() -> None:
+    data = a_feedback_event()
+    assert new_event(data, source="/a", cause="x").id == new_event(data, source="/b", cause="x").id
+    assert new_event(data, source="/a", cause="x").id != new_event(data, source="/a", cause="y").id
+    assert derive_id("feedback", "web", "1") == derive_id("feedback", "web", "1")
+    assert derive_id("feedback", "web", "1") != derive_id("feedback", "sms", "1")
+
+
+def test_unknown_fields_in_event_data_are_ignored() -> None:
+    record = to_record(new_event(a_feedback_event(), source="/t", cause="c"))
+    value = record.value.replace(b'{"feedback"', b'{"added_later": 1, "feedback"', 1)
+    parsed = from_record(record.key, value, record.headers)
+    assert isinstance(parsed.data, FeedbackReceived)
+    assert parsed.data.feedback.feedback_id == "f-1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "reason"),
+    [
+        ([], b"{}", "not a CloudEvent"),
+        (
+            [
+                ("ce_id", b"1"),
+                ("ce_type", b"other.thing"),
+                ("ce_source", b"/x"),
+                ("ce_specversion", b"1.0"),
+            ],
+            b"{}",
+            "not a closeloop event",
+        ),
+        (
+            [
+                ("ce_id", b"1"),
+                ("ce_type", b"closeloop.nope.v1"),
+                ("ce_source", b"/x"),
+                ("ce_specversion", b"1.0"),
+            ],
+            b"{}",
+            "unknown event type",
+        ),
+        (
+            [
+                ("ce_id", b"1"),
+                ("ce_type", b"closeloop.feedback.received.v9"),
+                ("ce_source", b"/x"),
+                ("ce_specversion", b"1.0"),
+            ],
+            b"{}",
+            "unsupported version",
+        ),
+        (
+            [
+                ("ce_id", b"1"),
+                ("ce_type", b"closeloop.feedback.received.v1"),
+                ("ce_source", b"/x"),
+                ("ce_specversion", b"1.0"),
+                ("content-type", b"application/json"),
+            ],
+            b"{not json",
+            "is not a JSON object",
+        ),
+        (
+            [
+                ("ce_id", b"1"),
+                ("ce_type", b"closeloop.feedback.received.v1"),
+                ("ce_source", b"/x"),
+                ("ce_specversion", b"1.0"),
+                ("content-type", b"application/json"),
+            ],
+            b'{"feedback": {}}',
+            "invalid feedback.received: feedback.feedback_id: Field required",
+        ),
+    ],
+)
+def test_unprocessable_messages_are_poison_with_a_reason(
+    headers: list[tuple[str, bytes]], value: bytes, reason: str
+) -> None:
+    with pytest.raises(PoisonMessage) as caught:
+        from_record(b"k", value, headers)
+    assert reason in caught.value.reason
+
+
+def test_every_event_type_has_a_versioned_type_and_a_topic() -> None:
+    for name, model in EVENT_MODELS.items():
+        assert parse_event_type(event_type(name)) == (name, "v1")
+        assert model.topic in Topic
+
+
+def test_customer_key_is_pseudonymous_and_stable() -> None:
+    first = a_customer(id=None, email="Li.Wei@Example.com")
+    second = a_customer(id=None, email="li.wei@example.com ")
+    assert first.key == second.key
+    assert "li.wei" not in first.key
+
+
+def test_naive_timestamps_are_rejected() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        Feedback(
+            feedback_id="f",
+            channel=Channel.WEB,
+            customer=a_customer(),
+            customer_key="k",
+            text="x",
+            received_at=datetime(2026, 1, 1),
+            ingested_at=NOW,
+        )
