@@ -6,11 +6,22 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from shared.contracts import Customer
+from shared.contracts import (
+    CaseRouted,
+    Channel,
+    Classification,
+    Customer,
+    Feedback,
+    Priority,
+    RootCause,
+    Routing,
+    Urgency,
+)
 from shared.envelope import Event, from_record, to_record
 
 
@@ -129,3 +140,68 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: 
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def a_feedback(
+    text: str = "My parcel never arrived",
+    *,
+    at: datetime = NOW,
+    customer: Customer | None = None,
+    **fields: Any,
+) -> Feedback:
+    """A valid feedback; any field can be overridden."""
+    customer = customer or a_customer()
+    data: dict[str, Any] = {
+        "feedback_id": str(uuid.uuid4()),
+        "channel": Channel.WEB,
+        "customer": customer,
+        "customer_key": customer.key,
+        "text": text,
+        "language": "en",
+        "received_at": at,
+        "ingested_at": at,
+        **fields,
+    }
+    return Feedback.model_validate(data)
+
+
+def a_classification(
+    cause: RootCause = RootCause.DELIVERY, urgency: Urgency = Urgency.MEDIUM, **fields: Any
+) -> Classification:
+    data: dict[str, Any] = {
+        "root_cause": cause,
+        "urgency": urgency,
+        "sentiment": -0.3,
+        "confidence": 0.8,
+        "model_version": "test",
+        **fields,
+    }
+    return Classification.model_validate(data)
+
+
+def a_routing(priority: Priority = Priority.P3, *, at: datetime = NOW, **fields: Any) -> Routing:
+    data: dict[str, Any] = {
+        "priority": priority,
+        "team": "logistics",
+        "agent": "agent-wang-fang",
+        "rule": "delivery",
+        "reason": "test",
+        "routed_at": at,
+        "first_response_due": at + timedelta(hours=8),
+        "resolution_due": at + timedelta(hours=72),
+        **fields,
+    }
+    return Routing.model_validate(data)
+
+
+def a_case_routed(priority: Priority = Priority.P3, *, at: datetime = NOW) -> CaseRouted:
+    feedback = a_feedback(at=at)
+    return CaseRouted(
+        case_id=str(uuid.uuid4()),
+        feedback=feedback,
+        classification=a_classification(),
+        routing=a_routing(priority, at=at),
+    )

@@ -6,11 +6,10 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.config import load_yaml
 from shared.contracts import RootCause
-from shared.envelope import describe_validation_error
 
 DEFAULT_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -86,15 +85,5 @@ class Taxonomy(BaseModel):
         return self
 
 
-class TaxonomyError(ValueError):
-    pass
-
-
 def load_taxonomy(path: Path = DEFAULT_TAXONOMY) -> Taxonomy:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Taxonomy.model_validate(raw)
-    except ValidationError as exc:
-        raise TaxonomyError(f"{path}: {describe_validation_error(exc)}") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise TaxonomyError(f"{path}: {exc}") from exc
+    return load_yaml(path, Taxonomy)

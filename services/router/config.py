@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.config import load_yaml
 from shared.contracts import Channel, CustomerTier, Priority, RootCause, Urgency
-from shared.envelope import describe_validation_error
 
 DEFAULT_POLICY = Path(__file__).with_name("routing.yaml")
 
@@ -94,14 +93,5 @@ class RoutingPolicy(_Strict):
         return next(t for t in self.teams if t.id == team_id)
 
 
-class PolicyError(ValueError):
-    pass
-
-
 def load_policy(path: Path = DEFAULT_POLICY) -> RoutingPolicy:
-    try:
-        return RoutingPolicy.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as exc:
-        raise PolicyError(f"{path}: {describe_validation_error(exc)}") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: {exc}") from exc
+    return load_yaml(path, RoutingPolicy)

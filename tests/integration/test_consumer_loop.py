@@ -15,7 +15,6 @@ from pymongo.errors import AutoReconnect
 from shared import devstack
 from shared.contracts import (
     Classification,
-    Feedback,
     FeedbackClassified,
     FeedbackReceived,
     RootCause,
@@ -26,7 +25,13 @@ from shared.envelope import Event, from_record, new_event, to_record
 from shared.kafka import ConsumerLoop, EventProducer, Handler
 from shared.settings import ServiceSettings
 from tests.conftest import Infra
-from tests.support import TopicReader, a_customer, eventually, produce_raw, with_id
+from tests.support import (
+    TopicReader,
+    a_feedback,
+    eventually,
+    produce_raw,
+    with_id,
+)
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -58,16 +63,7 @@ async def producer(infra: Infra) -> AsyncIterator[EventProducer]:
 
 
 def received(text: str = "parcel lost") -> Event[FeedbackReceived]:
-    customer = a_customer()
-    feedback = Feedback(
-        feedback_id=str(uuid.uuid4()),
-        channel="web",
-        customer=customer,
-        customer_key=customer.key,
-        text=text,
-        received_at=NOW,
-        ingested_at=NOW,
-    )
+    feedback = a_feedback(text)
     return new_event(
         FeedbackReceived(feedback=feedback), source="/test", cause=feedback.feedback_id
     )

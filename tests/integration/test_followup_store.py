@@ -4,7 +4,6 @@ leased due queue, and the outbox that never loses an accepted change's events.""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 
 from pymongo import AsyncMongoClient
@@ -17,54 +16,18 @@ from services.followup.store import FollowupStore
 from shared.clock import utcnow
 from shared.contracts import (
     CaseRouted,
-    Channel,
-    Classification,
-    Feedback,
     Priority,
-    RootCause,
-    Routing,
     Topic,
-    Urgency,
 )
 from shared.db import Document
-from shared.envelope import new_event
+from shared.envelope import Event, new_event
 from shared.kafka import EventProducer
 from tests.conftest import Infra
-from tests.support import TopicReader, a_customer
+from tests.support import TopicReader, a_case_routed
 
 
-def routed_event(priority: Priority = Priority.P3):  # type: ignore[no-untyped-def]
-    now = utcnow()
-    customer = a_customer()
-    routed = CaseRouted(
-        case_id=str(uuid.uuid4()),
-        feedback=Feedback(
-            feedback_id=str(uuid.uuid4()),
-            channel=Channel.CHAT,
-            customer=customer,
-            customer_key=customer.key,
-            text="no reply",
-            received_at=now,
-            ingested_at=now,
-        ),
-        classification=Classification(
-            root_cause=RootCause.COMMUNICATION,
-            urgency=Urgency.MEDIUM,
-            sentiment=-0.2,
-            confidence=0.7,
-            model_version="t",
-        ),
-        routing=Routing(
-            priority=priority,
-            team="service",
-            agent="agent-tom-baker",
-            rule="service",
-            reason="r",
-            routed_at=now,
-            first_response_due=now + timedelta(hours=8),
-            resolution_due=now + timedelta(hours=72),
-        ),
-    )
+def routed_event(priority: Priority = Priority.P3) -> Event[CaseRouted]:
+    routed = a_case_routed(priority, at=utcnow())
     return new_event(routed, source="/test", cause=routed.case_id)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 from pymongo import AsyncMongoClient
@@ -14,9 +13,7 @@ from services.router.store import RouterStore
 from shared.contracts import (
     CaseClosed,
     Channel,
-    Classification,
     CustomerTier,
-    Feedback,
     FeedbackClassified,
     Priority,
     RootCause,
@@ -24,33 +21,14 @@ from shared.contracts import (
 )
 from shared.db import Document
 from shared.envelope import new_event
-from tests.support import a_customer
+from tests.support import a_classification, a_feedback
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 POLICY = load_policy()
 
 
-def classified(cause: RootCause = RootCause.DELIVERY, language: str = "en") -> FeedbackClassified:
-    customer = a_customer()
-    return FeedbackClassified(
-        feedback=Feedback(
-            feedback_id=str(uuid.uuid4()),
-            channel=Channel.WEB,
-            customer=customer,
-            customer_key=customer.key,
-            text="late",
-            language=language,
-            received_at=NOW,
-            ingested_at=NOW,
-        ),
-        classification=Classification(
-            root_cause=cause,
-            urgency=Urgency.MEDIUM,
-            sentiment=-0.3,
-            confidence=0.8,
-            model_version="t",
-        ),
-    )
+def classified(cause: RootCause = RootCause.DELIVERY) -> FeedbackClassified:
+    return FeedbackClassified(feedback=a_feedback(), classification=a_classification(cause))
 
 
 def closed_event(case_id: str) -> CaseClosed:

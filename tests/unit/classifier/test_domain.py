@@ -3,9 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from services.classifier.config import TaxonomyError, load_taxonomy
+from services.classifier.config import load_taxonomy
 from services.classifier.domain import classify
+from shared.config import ConfigError
 from shared.contracts import Channel, Customer, CustomerTier, Feedback, RootCause, Urgency
+from tests.support import a_feedback
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TAXONOMY = load_taxonomy()
@@ -19,16 +21,11 @@ def feedback(
     language: str = "en",
     **metadata: object,
 ) -> Feedback:
-    customer = Customer(id="C-1", tier=tier)
-    return Feedback(
-        feedback_id="f",
+    return a_feedback(
+        text,
+        customer=Customer(id="C-1", tier=tier),
         channel=channel,
-        customer=customer,
-        customer_key=customer.key,
-        text=text,
         language=language,
-        received_at=NOW,
-        ingested_at=NOW,
         metadata=metadata,
     )
 
@@ -117,7 +114,7 @@ def test_a_bad_taxonomy_file_names_the_field(tmp_path: Path) -> None:
         "urgency: {critical_at: 1, high_at: 2, medium_at: 1, negative_sentiment_medium: 0,"
         " public_reach_followers: 1}\n"
     )
-    with pytest.raises(TaxonomyError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_taxonomy(bad)
     assert "review_threshold" in str(caught.value)
     assert "critical_at > high_at" in str(caught.value)

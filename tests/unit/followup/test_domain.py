@@ -6,14 +6,11 @@ from services.followup.domain import closed_summary, judge_satisfaction, new_cas
 from shared.contracts import (
     CaseRouted,
     Channel,
-    Classification,
-    Customer,
-    Feedback,
     Priority,
     RootCause,
-    Routing,
     Urgency,
 )
+from tests.support import a_classification, a_feedback, a_routing
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOURS = {Priority.P1: 1.0, Priority.P2: 4.0, Priority.P3: 24.0, Priority.P4: 48.0}
@@ -49,32 +46,13 @@ def test_satisfaction_is_perceived_over_expected(
 
 
 def routed() -> CaseRouted:
-    customer = Customer(id="C-1")
     return CaseRouted(
         case_id="case-1",
-        feedback=Feedback(
-            feedback_id="f-1",
-            channel=Channel.SMS,
-            customer=customer,
-            customer_key=customer.key,
-            text="x",
-            received_at=NOW,
-            ingested_at=NOW,
-        ),
-        classification=Classification(
-            root_cause=RootCause.DELIVERY,
-            urgency=Urgency.HIGH,
-            sentiment=-0.4,
-            confidence=0.8,
-            model_version="t",
-        ),
-        routing=Routing(
-            priority=Priority.P2,
-            team="logistics",
-            agent="a-1",
-            rule="delivery",
-            reason="r",
-            routed_at=NOW,
+        feedback=a_feedback(channel=Channel.SMS, at=NOW),
+        classification=a_classification(RootCause.DELIVERY, Urgency.HIGH),
+        routing=a_routing(
+            Priority.P2,
+            at=NOW,
             first_response_due=NOW + timedelta(hours=4),
             resolution_due=NOW + timedelta(hours=24),
         ),

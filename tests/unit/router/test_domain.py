@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from services.router.config import Agent, PolicyError, load_policy
+from services.router.config import Agent, load_policy
 from services.router.domain import candidate_agents, deadlines, decide, raise_priority
+from shared.config import ConfigError
 from shared.contracts import (
-    Channel,
     Classification,
     Customer,
     CustomerTier,
@@ -15,6 +15,7 @@ from shared.contracts import (
     RootCause,
     Urgency,
 )
+from tests.support import a_classification, a_feedback
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 POLICY = load_policy()
@@ -26,26 +27,10 @@ def case(
     *,
     tier: CustomerTier = CustomerTier.STANDARD,
     needs_review: bool = False,
-    language: str = "en",
 ) -> tuple[Feedback, Classification]:
-    customer = Customer(id="C-1", tier=tier)
-    feedback = Feedback(
-        feedback_id="f",
-        channel=Channel.WEB,
-        customer=customer,
-        customer_key=customer.key,
-        text="x",
-        language=language,
-        received_at=NOW,
-        ingested_at=NOW,
-    )
-    classification = Classification(
-        root_cause=cause,
-        urgency=urgency,
-        sentiment=-0.5,
-        confidence=0.3 if needs_review else 0.8,
-        needs_review=needs_review,
-        model_version="t",
+    feedback = a_feedback(customer=Customer(id="C-1", tier=tier))
+    classification = a_classification(
+        cause, urgency, needs_review=needs_review, confidence=0.3 if needs_review else 0.8
     )
     return feedback, classification
 
@@ -121,5 +106,5 @@ def test_a_policy_naming_an_unknown_team_fails_naming_the_rule(tmp_path: Path) -
     text = (Path(__file__).parents[3] / "services/router/routing.yaml").read_text()
     bad = tmp_path / "routing.yaml"
     bad.write_text(text.replace("team: logistics", "team: nowhere"))
-    with pytest.raises(PolicyError, match=r"rules\.\d+\.team: unknown team 'nowhere'"):
+    with pytest.raises(ConfigError, match=r"rules\.\d+\.team: unknown team 'nowhere'"):
         load_policy(bad)

@@ -12,24 +12,13 @@ from shared.contracts import (
     parse_event_type,
 )
 from shared.envelope import PoisonMessage, derive_id, from_record, new_event, to_record
-from tests.support import a_customer
+from tests.support import a_customer, a_feedback
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def a_feedback_event() -> FeedbackReceived:
-    customer = a_customer()
-    return FeedbackReceived(
-        feedback=Feedback(
-            feedback_id="f-1",
-            channel=Channel.EMAIL,
-            customer=customer,
-            customer_key=customer.key,
-            text="没收到货",
-            received_at=NOW,
-            ingested_at=NOW,
-        )
-    )
+    return FeedbackReceived(feedback=a_feedback("没收到货", feedback_id="f-1", at=NOW))
 
 
 def test_event_round_trips_through_the_kafka_binding() -> None:
