@@ -175,7 +175,15 @@ class Routing(Contract):
     routed_at: UtcDatetime
     first_response_due: UtcDatetime
     resolution_due: UtcDatetime
-    reroute_count: int = 0
+    reroute_count: int = Field(
+        default=0, description="How many times the case was routed again (reopen, escalation, breach)"
+    )
+    reroute_reason: str | None = Field(
+        default=None, description="Why the case was routed again: reopened, escalated, sla_breached"
+    )
+    queued: bool = Field(
+        default=False, description="No agent was free: the case waits in the team's queue"
+    )
 
 
 # --- event payloads ---------------------------------------------------------------
@@ -293,6 +301,7 @@ class SurveyRequested(CaseEvent):
     channel: Channel
     expires_at: UtcDatetime
     url: str | None = None
+    reminder: bool = Field(default=False, description="A reminder of an unanswered survey")
 
 
 SatisfactionVerdict = Literal["dissatisfied", "satisfied", "delighted"]
@@ -335,6 +344,10 @@ class CaseEscalated(CaseEvent):
     event_name: ClassVar[str] = "case.escalated"
     reason: str
     priority: Priority | None = None
+    reopen_count: int | None = Field(
+        default=None,
+        description="Set when the escalation comes with a reopen: the same round as case.reopened",
+    )
 
 
 CaseOutcome = Literal["satisfied", "delighted", "no_response", "dissatisfied"]
