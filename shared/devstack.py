@@ -309,7 +309,9 @@ def banner(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def run() -> int:
+def run(detached: bool = False) -> int:
+    """Run the stack until Ctrl-C/SIGTERM; unless ``detached``, also stop when the process
+    that started it (make, a terminal) goes away, so no child is left behind."""
     stack = Stack(StackSettings())
     stopping = False
 
@@ -324,7 +326,7 @@ def run() -> int:
         stack.start()
         print(banner(stack), flush=True)
         while not stopping:
-            if os.getppid() != parent:  # whoever started us is gone: do not linger
+            if not detached and os.getppid() != parent:  # whoever started us is gone
                 break
             dead = stack.exited()
             if dead:
@@ -340,7 +342,7 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["run"]:
-        print("usage: python -m shared.devstack run", file=sys.stderr)
+    if sys.argv[1:] not in (["run"], ["run", "--detached"]):
+        print("usage: python -m shared.devstack run [--detached]", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run())
+    sys.exit(run(detached=sys.argv[2:] == ["--detached"]))
