@@ -5,13 +5,38 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from shared.metrics import DB_COMMANDS, DB_SECONDS
 from shared.settings import ServiceSettings
 
 Document = dict[str, Any]
+
+# Driver housekeeping, not work done for an event.
+_HOUSEKEEPING = frozenset({"hello", "ismaster", "isMaster", "ping", "endSessions", "saslStart",
+                           "saslContinue", "buildInfo", "getLastError"})
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts every database round trip by command, through PyMongo's command monitoring."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._record(event.command_name, "ok", event.duration_micros)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._record(event.command_name, "error", event.duration_micros)
+
+    @staticmethod
+    def _record(command: str, outcome: str, micros: int) -> None:
+        if command in _HOUSEKEEPING:
+            return
+        DB_COMMANDS.labels(command, outcome).inc()
+        DB_SECONDS.labels(command).observe(micros / 1_000_000)
 
 
 def connect(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[Document]:
@@ -22,6 +47,7 @@ def connect(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[Docume
         tz_aware=True,
         serverSelectionTimeoutMS=settings.mongo_timeout_ms,
         connectTimeoutMS=settings.mongo_timeout_ms,
+        event_listeners=[CommandCounter()],
     )
 
 

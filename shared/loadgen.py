@@ -159,6 +159,7 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
     feedback_ids: list[str] = field(default_factory=list)
+    sent_at: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def percentile(self, share: float) -> float:
@@ -203,7 +204,9 @@ async def run_load(
                     )
                     if response.status_code == 202:
                         result.accepted += 1
-                        result.feedback_ids.append(response.json()["feedback_id"])
+                        feedback_id = response.json()["feedback_id"]
+                        result.feedback_ids.append(feedback_id)
+                        result.sent_at[feedback_id] = started
                     else:
                         result.rejected += 1
                 if on_result:

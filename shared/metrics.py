@@ -71,3 +71,14 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+DB_COMMANDS = Counter(
+    "closeloop_db_commands_total",
+    "Database round trips (commands sent to MongoDB), by command and outcome",
+    ["command", "outcome"],
+)
+DB_SECONDS = Histogram(
+    "closeloop_db_command_duration_seconds",
+    "Time of one database round trip, by command",
+    ["command"],
+    buckets=LATENCY_BUCKETS,
+)
