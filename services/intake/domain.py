@@ -1,16 +1,49 @@
-"""Normalising what a channel posted into one Feedback: pure functions, no I/O."""
+"""Normalising what a channel posted into one Feedback: pure functions, no I/O.
+
+Every channel adapter (``services.intake.channels``) turns its own format into the
+arguments of :func:`assemble`, which derives the feedback id, detects the language and
+builds the Feedback. The generic ``POST /v1/feedback`` body is :class:`FeedbackIn`.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.contracts import Attachment, Channel, Customer, Feedback, UtcDatetime
+from shared.contracts import Attachment, Channel, Customer, CustomerTier, Feedback, UtcDatetime
 from shared.envelope import derive_id
+
+MAX_TEXT_CHARS = 20_000
+MAX_SUBJECT_CHARS = 500
+
+
+class Invalid(Exception):
+    """Input that cannot become a Feedback; names the field (dotted path) and the reason."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an adapter knows besides the message: the time it arrived and what the
+    integration that posted it configured."""
+
+    now: datetime
+    idempotency_key: str | None = None
+    region: str | None = None  # phone numbers without a country code belong to this region
+    timezone: tzinfo | None = None  # source timestamps without an offset are in this zone
+    max_text_chars: int = MAX_TEXT_CHARS
 
 
 class FeedbackIn(BaseModel):
@@ -33,8 +66,8 @@ class FeedbackIn(BaseModel):
 
     channel: Channel
     customer: Customer
-    text: str = Field(min_length=1, max_length=20_000, description="What the customer said")
-    subject: str | None = Field(default=None, max_length=500)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the customer said")
+    subject: str | None = Field(default=None, max_length=MAX_SUBJECT_CHARS)
     external_id: str | None = Field(
         default=None,
         min_length=1,
@@ -57,28 +90,23 @@ class FeedbackIn(BaseModel):
         return stripped
 
 
-def _is_cjk(char: str) -> bool:
-    code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x20000 <= code <= 0x2A6DF
-    )
+# --- language -----------------------------------------------------------------------
+
+
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
+_LATIN = re.compile("[A-Za-z]")
+_LETTER = re.compile(r"[^\W\d_]")
+# Enough text to tell the language; counting further only costs time.
+_LANGUAGE_SAMPLE = 4_000
 
 
 def detect_language(text: str) -> str:
     """zh, en or other, from the share of Han characters and Latin letters."""
-    han = latin = other = 0
-    for char in text:
-        if _is_cjk(char):
-            han += 1
-        elif char.isascii() and char.isalpha():
-            latin += 1
-        elif char.isalpha():
-            other += 1
-    letters = han + latin + other
-    if letters == 0:
+    sample = text[:_LANGUAGE_SAMPLE]
+    han = len(_HAN.findall(sample))
+    latin = len(_LATIN.findall(sample))
+    other = max(0, len(_LETTER.findall(sample)) - han - latin)
+    if han + latin + other == 0:
         return "other"
     # One Han character carries about as much as a short English word.
     if han * 4 >= latin and han >= other:
@@ -86,6 +114,22 @@ def detect_language(text: str) -> str:
     if latin > other:
         return "en"
     return "other"
+
+
+_LANGUAGE_TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
+
+
+def language_of(hint: str | None, text: str) -> str:
+    """The channel's language tag reduced to its ISO 639 code (``zh-CN`` is ``zh``), or
+    the language detected from the text when the channel gave none that is usable."""
+    if hint:
+        match = _LANGUAGE_TAG.match(hint.strip())
+        if match:
+            return match.group(1).lower()
+    return detect_language(text)
+
+
+# --- identity and time --------------------------------------------------------------
 
 
 def feedback_id(
@@ -103,29 +147,193 @@ def feedback_id(
     return derive_id("feedback", channel.value, "content", fingerprint)
 
 
-def content_fingerprint(item: FeedbackIn, received_at: datetime) -> str:
-    text = unicodedata.normalize("NFKC", item.text)
-    raw = "\x1f".join((item.customer.key, text, received_at.isoformat()))
-    return hashlib.sha256(raw.encode()).hexdigest()
+def content_fingerprint(customer_key: str, text: str, received_at: datetime) -> str:
+    normalised = unicodedata.normalize("NFKC", text)
+    raw = "\x1f".join((customer_key, normalised, received_at.isoformat()))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def normalise(item: FeedbackIn, *, now: datetime, idempotency_key: str | None = None) -> Feedback:
-    """One Feedback from a generic post, timestamps in UTC."""
-    received_at = (item.received_at or now).astimezone(UTC)
+def to_utc(value: datetime, source: Source, field: str) -> datetime:
+    """A source timestamp in UTC. A timestamp without an offset is in the integration's
+    time zone; without one configured it is refused rather than guessed."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        if source.timezone is None:
+            raise Invalid(
+                field, "has no time zone offset and the integration configures no timezone"
+            )
+        value = value.replace(tzinfo=source.timezone)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise Invalid(field, "is out of range") from exc
+
+
+def e164(number: str, region: str | None, field: str) -> str:
+    """A phone number in E.164 (+8613800138000); national numbers need the region."""
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (give it with its country code, e.g. +86...)"
+        raise Invalid(field, f"is not a phone number{hint}") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise Invalid(field, "is not a possible phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def build_customer(
+    source: Source,
+    *,
+    id: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    handle: str | None = None,
+    name: str | None = None,
+    tier: CustomerTier | str | None = None,
+    field: str = "customer",
+    names: Mapping[str, str] | None = None,
+) -> Customer:
+    """The customer as the channel knows them: phone in E.164, blank values dropped.
+
+    Errors name ``<field>.<attribute>``, or the channel's own field name from ``names``
+    (e.g. ``{"phone": "caller_number"}``)."""
+
+    def name_of(attribute: str) -> str:
+        if names and attribute in names:
+            return names[attribute]
+        return f"{field}.{attribute}" if field else attribute
+
+    values: dict[str, Any] = {
+        "id": _blank_to_none(id),
+        "email": _blank_to_none(email),
+        "handle": _blank_to_none(handle),
+        "name": _blank_to_none(name),
+    }
+    if values["email"] is not None and not _looks_like_email(values["email"]):
+        raise Invalid(name_of("email"), "is not an e-mail address")
+    phone = _blank_to_none(phone)
+    if phone is not None:
+        values["phone"] = e164(phone, source.region, name_of("phone"))
+    if tier:
+        values["tier"] = tier
+    try:
+        return Customer.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise Invalid(name_of(loc) if loc else field or "(body)", first["msg"]) from exc
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    stripped = value.strip()
+    return stripped or None
+
+
+def _looks_like_email(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and domain and " " not in value)
+
+
+# --- text ---------------------------------------------------------------------------
+
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def tidy_text(text: str) -> str:
+    """Line endings unified, trailing spaces and runs of blank lines removed."""
+    lines = (line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def join_texts(parts: Iterable[str]) -> str:
+    return "\n".join(part.strip() for part in parts if part and part.strip())
+
+
+# --- the one normalised Feedback ----------------------------------------------------
+
+
+def assemble(
+    source: Source,
+    *,
+    channel: Channel,
+    customer: Customer,
+    text: str,
+    received_at: datetime | None = None,
+    external_id: str | None = None,
+    subject: str | None = None,
+    language: str | None = None,
+    attachments: Iterable[Attachment] = (),
+    metadata: Mapping[str, Any] | None = None,
+    text_field: str = "text",
+) -> Feedback:
+    """One Feedback; ``received_at`` must already be in UTC (see :func:`to_utc`).
+
+    Text longer than the limit is cut and flagged ``metadata.text_truncated`` rather
+    than refused, so that a long mail or call is never lost.
+    """
+    text = text.strip()
+    if not text:
+        raise Invalid(text_field, "there is no text from the customer")
+    extra: dict[str, Any] = dict(metadata or {})
+    if len(text) > source.max_text_chars:
+        text = text[: source.max_text_chars].rstrip()
+        extra["text_truncated"] = True
+    subject = _blank_to_none(subject)
+    if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
+        subject = subject[:MAX_SUBJECT_CHARS]
+    received = received_at or source.now.astimezone(UTC)
     fid = feedback_id(
-        item.channel, item.external_id, idempotency_key, content_fingerprint(item, received_at)
+        channel,
+        external_id,
+        source.idempotency_key,
+        content_fingerprint(customer.key, text, received),
     )
     return Feedback(
         feedback_id=fid,
+        channel=channel,
+        external_id=external_id,
+        customer=customer,
+        customer_key=customer.key,
+        text=text,
+        subject=subject,
+        language=language_of(language, text),
+        received_at=received,
+        ingested_at=source.now.astimezone(UTC),
+        attachments=list(attachments),
+        metadata=extra,
+    )
+
+
+def normalise(
+    item: FeedbackIn,
+    *,
+    now: datetime,
+    idempotency_key: str | None = None,
+    region: str | None = None,
+) -> Feedback:
+    """One Feedback from a generic post, timestamps in UTC, the phone in E.164."""
+    source = Source(now=now, idempotency_key=idempotency_key, region=region)
+    given = item.customer
+    customer = build_customer(
+        source,
+        id=given.id,
+        email=given.email,
+        phone=given.phone,
+        handle=given.handle,
+        name=given.name,
+        tier=given.tier,
+    )
+    received_at = to_utc(item.received_at, source, "received_at") if item.received_at else None
+    return assemble(
+        source,
         channel=item.channel,
-        external_id=item.external_id,
-        customer=item.customer,
-        customer_key=item.customer.key,
+        customer=customer,
         text=item.text,
-        subject=item.subject,
-        language=item.language or detect_language(item.text),
         received_at=received_at,
-        ingested_at=now.astimezone(UTC),
+        external_id=item.external_id,
+        subject=item.subject,
+        language=item.language,
         attachments=item.attachments,
         metadata=item.metadata,
     )

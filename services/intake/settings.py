@@ -1,7 +1,12 @@
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.intake.guards import async_storage
 from shared.settings import ServiceSettings
+
+HERE = Path(__file__).resolve().parent
 
 
 class IntakeSettings(ServiceSettings):
@@ -12,4 +17,31 @@ class IntakeSettings(ServiceSettings):
         default=5_000, ge=100, description="How long a POST waits for the broker's ack"
     )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After when answering 503")
-    max_text_chars: int = Field(default=20_000, ge=1)
+    max_text_chars: int = Field(
+        default=20_000, ge=1, le=20_000, description="Longer texts (mail, calls) are cut"
+    )
+    integrations_file: Path = Field(
+        default=HERE / "integrations.yaml",
+        description="Who may post: API keys, signing secrets, channels, rate limits",
+    )
+    rate_limit_storage: str = Field(
+        default="async+memory://",
+        description="limits storage URI for rate limits and seen signatures; memory counts "
+        "per copy, a shared store (async+redis://...) counts across copies",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1_024, description="Largest JSON or form body (413 above)"
+    )
+    max_upload_bytes: int = Field(
+        default=26_214_400,
+        ge=1_024,
+        description="Largest raw e-mail or multipart web form, attachments included",
+    )
+    max_batch_bytes: int = Field(default=10_485_760, ge=1_024, description="Largest batch body")
+    max_batch_items: int = Field(default=500, ge=1, le=500, description="Items per batch")
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        async_storage(value)
+        return value

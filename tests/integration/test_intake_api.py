@@ -1,20 +1,41 @@
-"""Intake over real HTTP and the real broker."""
+"""Intake over real HTTP and the real broker: every channel endpoint, the batch,
+authentication and signatures, limits, and answers that never lie about the broker."""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from services.intake.app import build
+from services.intake.integrations import sign
 from services.intake.settings import IntakeSettings
 from shared import devstack
-from shared.contracts import Topic
+from shared.contracts import Channel, Topic
 from shared.devstack import free_port
+from shared.envelope import Event, derive_id
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.support import TopicReader
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "intake"
+ENVIRON = {
+    "TEST_OPEN_KEY": "open-key",
+    "TEST_SIGNED_KEY": "signed-key",
+    "TEST_SIGNED_SECRET_OLD": "old-secret",
+    "TEST_SIGNED_SECRET": "new-secret",
+    "TEST_THROTTLED_KEY": "throttled-key",
+    "TEST_SMS_KEY": "sms-key",
+}
+OPEN = {"X-API-Key": "open-key"}
+MAX_BODY = 64 * 1024
 
 COMPLAINT = {
     "channel": "email",
@@ -31,49 +52,170 @@ def intake_settings(bootstrap: str) -> IntakeSettings:
         kafka_bootstrap=bootstrap,
         kafka_request_timeout_ms=2000,
         retry_after_s=7,
+        integrations_file=FIXTURES / "integrations.yaml",
+        max_body_bytes=MAX_BODY,
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def intake(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
     settings = intake_settings(infra.bootstrap)
     async with (
-        running(build(settings)),
+        running(build(settings, environ=ENVIRON)),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
     ):
         yield client
 
 
-async def test_accepted_feedback_is_on_the_topic_when_202_is_answered(
-    infra: Infra, intake: httpx.AsyncClient
-) -> None:
+@pytest.fixture(scope="module")
+async def received(infra: Infra) -> AsyncIterator[TopicReader]:
     async with TopicReader(infra.bootstrap, Topic.FEEDBACK_RECEIVED) as reader:
-        response = await intake.post("/v1/feedback", json={**COMPLAINT, "external_id": "mail-1"})
-        assert response.status_code == 202, response.text
-        feedback_id = response.json()["feedback_id"]
-        event = await reader.wait_for(lambda e: e.subject == feedback_id, timeout=5)
-    feedback = event.data.feedback
-    assert feedback.language == "zh"
-    assert feedback.received_at.isoformat() == "2026-03-01T09:00:00+00:00"
-    assert feedback.customer.tier == "vip"
-    assert event.source == "/closeloop/intake"
+        yield reader
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+async def published(reader: TopicReader, feedback_id: str) -> Event[Any]:
+    return await reader.wait_for(lambda event: event.subject == feedback_id, timeout=10)
+
+
+async def assert_not_published(
+    intake: httpx.AsyncClient, reader: TopicReader, feedback_id: str, customer: dict[str, str]
+) -> None:
+    """Nothing with ``feedback_id`` is on the topic: a later message of the same customer
+    (same partition, so read after anything published before it) arrives without it."""
+    sentinel = await intake.post(
+        "/v1/feedback",
+        json={"channel": "web", "customer": customer, "text": "sentinel"},
+        headers=OPEN,
+    )
+    assert sentinel.status_code == 202, sentinel.text
+    await published(reader, sentinel.json()["feedback_id"])
+    assert not [r for r in reader.records if feedback_id.encode() in (r.value or b"")]
+
+
+# --- every channel ----------------------------------------------------------------------
+
+CHANNEL_POSTS = [
+    ("email", "message/rfc822", "email_gbk_multipart.eml", "滚筒洗衣机"),
+    ("email", "message/rfc822", "email_html_only.eml", "marked as delivered"),
+    ("email", "message/rfc822", "email_reply_chain.eml", "third time I ask"),
+    ("sms", "application/json", "sms_three_segments.json", "我就去12315投诉"),
+    ("phone", "application/json", "phone_call.json", "冷藏室一直不制冷"),
+    ("chat", "application/json", "chat_conversation.json", "never got it"),
+    ("social", "application/json", "social_mention.json", "千万别买"),
+    ("app-review", "application/json", "app_review.json", "charged twice"),
+    ("web", "application/json", "web_form.json", "洗衣机漏水"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "fixture", "says"),
+    CHANNEL_POSTS,
+    ids=[post[2] for post in CHANNEL_POSTS],
+)
+async def test_every_channel_endpoint_publishes_its_normalised_feedback(
+    intake: httpx.AsyncClient,
+    received: TopicReader,
+    path: str,
+    content_type: str,
+    fixture: str,
+    says: str,
+) -> None:
+    response = await intake.post(
+        f"/v1/channels/{path}",
+        content=fixture_bytes(fixture),
+        headers={**OPEN, "content-type": content_type},
+    )
+    assert response.status_code == 202, response.text
+    feedback = (await published(received, response.json()["feedback_id"])).data.feedback
+    assert feedback.channel == Channel(path.replace("-", "_"))
+    assert says in feedback.text
+    assert feedback.received_at.utcoffset().total_seconds() == 0
+    assert feedback.external_id
+
+
+async def test_email_attachments_are_metadata_and_never_in_the_event(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    mail = fixture_bytes("email_gbk_multipart.eml")
+    response = await intake.post(
+        "/v1/channels/email", content=mail, headers={**OPEN, "content-type": "message/rfc822"}
+    )
+    feedback_id = response.json()["feedback_id"]
+    await published(received, feedback_id)
+    record = next(r for r in received.records if feedback_id.encode() in (r.value or b""))
+    data = json.loads(record.value or b"{}")
+    assert [a["name"] for a in data["feedback"]["attachments"]] == ["发票.pdf", "leak.jpg"]
+    assert b"JVBERi0" not in (record.value or b"")  # the PDF's base64
+    assert len(record.value or b"") < len(mail)
+
+
+async def test_web_form_fields_and_uploaded_files_become_the_feedback(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    response = await intake.post(
+        "/v1/channels/web",
+        data={
+            "submission_id": f"form-{uuid.uuid4().hex}",
+            "email": "li.wei@example.com",
+            "phone": "13800138000",
+            "message": "The dryer burns my clothes.",
+            "order_number": "20260304-1187",
+        },
+        files={"photo": ("burnt.jpg", b"\xff\xd8\xff" + b"0" * 2048, "image/jpeg")},
+        headers=OPEN,
+    )
+    assert response.status_code == 202, response.text
+    feedback = (await published(received, response.json()["feedback_id"])).data.feedback
+    assert feedback.customer.phone == "+8613800138000"
+    assert feedback.metadata["fields"] == {"order_number": "20260304-1187"}
+    assert [(a.name, a.content_type, a.size) for a in feedback.attachments] == [
+        ("burnt.jpg", "image/jpeg", 2051)
+    ]
+
+
+# --- never twice ------------------------------------------------------------------------
 
 
 async def test_reposting_the_same_message_answers_the_same_id(intake: httpx.AsyncClient) -> None:
     body = {**COMPLAINT, "external_id": "mail-2"}
-    first = (await intake.post("/v1/feedback", json=body)).json()["feedback_id"]
-    second = (await intake.post("/v1/feedback", json=body)).json()["feedback_id"]
-    keyed = await intake.post("/v1/feedback", json=COMPLAINT, headers={"Idempotency-Key": "abc"})
-    keyed_again = await intake.post(
-        "/v1/feedback", json=COMPLAINT, headers={"Idempotency-Key": "abc"}
+    first = (await intake.post("/v1/feedback", json=body, headers=OPEN)).json()["feedback_id"]
+    second = (await intake.post("/v1/feedback", json=body, headers=OPEN)).json()["feedback_id"]
+    keyed = await intake.post(
+        "/v1/feedback", json=COMPLAINT, headers={**OPEN, "Idempotency-Key": "abc"}
     )
-    assert first == second
+    keyed_again = await intake.post(
+        "/v1/feedback", json=COMPLAINT, headers={**OPEN, "Idempotency-Key": "abc"}
+    )
+    assert first == second == derive_id("feedback", "email", "external", "mail-2")
     assert keyed.json()["feedback_id"] == keyed_again.json()["feedback_id"] != first
+
+
+async def test_the_same_mail_posted_twice_is_one_feedback(intake: httpx.AsyncClient) -> None:
+    headers = {**OPEN, "content-type": "message/rfc822"}
+    mail = fixture_bytes("email_reply_chain.eml")
+    ids = {
+        (await intake.post("/v1/channels/email", content=mail, headers=headers)).json()[
+            "feedback_id"
+        ]
+        for _ in range(2)
+    }
+    assert ids == {
+        derive_id("feedback", "email", "external", "AM6PR03MB-reply-chain-0310@example.de")
+    }
+
+
+# --- bad input --------------------------------------------------------------------------
 
 
 async def test_bad_input_gets_a_problem_naming_each_field(intake: httpx.AsyncClient) -> None:
     response = await intake.post(
-        "/v1/feedback", json={"channel": "fax", "customer": {"tier": "gold"}, "text": ""}
+        "/v1/feedback",
+        json={"channel": "fax", "customer": {"tier": "gold"}, "text": ""},
+        headers=OPEN,
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -83,37 +225,313 @@ async def test_bad_input_gets_a_problem_naming_each_field(intake: httpx.AsyncCli
     assert "channel" in problem["detail"]
 
 
+async def test_channel_specific_errors_name_the_channel_field(intake: httpx.AsyncClient) -> None:
+    sms = json.loads(fixture_bytes("sms_three_segments.json"))
+    response = await intake.post("/v1/channels/sms", json={**sms, "sender": "ALIPAY"}, headers=OPEN)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "sender"
+    no_sender = await intake.post(
+        "/v1/channels/email",
+        content=b"Subject: hello\r\n\r\nbody\r\n",
+        headers={**OPEN, "content-type": "message/rfc822"},
+    )
+    assert no_sender.status_code == 422
+    assert no_sender.json()["errors"] == [{"field": "From", "message": "the mail has no sender"}]
+
+
 async def test_malformed_json_is_a_422_not_a_500(intake: httpx.AsyncClient) -> None:
     response = await intake.post(
-        "/v1/feedback", content=b"{not json", headers={"content-type": "application/json"}
+        "/v1/feedback",
+        content=b"{not json",
+        headers={**OPEN, "content-type": "application/json"},
     )
     assert response.status_code == 422
     assert response.json()["title"] == "Invalid request"
+
+
+# --- authentication and signatures ------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "guessed"}], ids=["missing", "unknown"])
+async def test_missing_or_unknown_api_key_is_401_and_nothing_is_published(
+    intake: httpx.AsyncClient, received: TopicReader, headers: dict[str, str]
+) -> None:
+    external_id = uuid.uuid4().hex
+    customer = {"id": f"C-{external_id[:8]}"}
+    body = {"channel": "web", "external_id": external_id, "customer": customer, "text": "hi"}
+    response = await intake.post("/v1/feedback", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "X-API-Key"
+    rejected_id = derive_id("feedback", "web", "external", external_id)
+    await assert_not_published(intake, received, rejected_id, customer)
+
+
+def signed_headers(body: bytes, secret: bytes, at: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if at is None else at
+    return {
+        "X-API-Key": "signed-key",
+        "X-Closeloop-Timestamp": str(timestamp),
+        "X-Closeloop-Signature": sign(secret, timestamp, body),
+        "content-type": "message/rfc822",
+    }
+
+
+async def test_signed_requests_are_accepted_with_the_current_or_the_previous_secret(
+    intake: httpx.AsyncClient,
+) -> None:
+    mail = fixture_bytes("email_html_only.eml")
+    for secret in (b"new-secret", b"old-secret"):
+        response = await intake.post(
+            "/v1/channels/email", content=mail, headers=signed_headers(mail, secret)
+        )
+        assert response.status_code == 202, response.text
+
+
+async def test_bad_stale_or_replayed_signatures_are_401_and_nothing_is_published(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    message_id = f"{uuid.uuid4().hex}@mail.example.org"
+    mail = (
+        f"From: Signed Sender <signed.{message_id[:8]}@example.org>\r\n"
+        f"Message-ID: <{message_id}>\r\nSubject: refund\r\n\r\nWhere is my refund?\r\n"
+    ).encode()
+    now = int(time.time())
+    cases = {
+        "unsigned": {"X-API-Key": "signed-key", "content-type": "message/rfc822"},
+        "wrong secret": signed_headers(mail, b"guessed-secret"),
+        "stale": signed_headers(mail, b"new-secret", at=now - 3600),
+        "other body": signed_headers(mail + b"tampered", b"new-secret"),
+    }
+    for name, headers in cases.items():
+        response = await intake.post("/v1/channels/email", content=mail, headers=headers)
+        assert response.status_code == 401, name
+        assert response.json()["errors"][0]["field"].startswith("X-Closeloop-"), name
+
+    good = signed_headers(mail, b"new-secret")
+    replayed_mail = mail.replace(b"Where is", b"Still no")
+    replay_headers = signed_headers(replayed_mail, b"new-secret")
+    assert (await intake.post("/v1/channels/email", content=mail, headers=good)).status_code == 202
+    first = await intake.post("/v1/channels/email", content=replayed_mail, headers=replay_headers)
+    replay = await intake.post("/v1/channels/email", content=replayed_mail, headers=replay_headers)
+    assert first.status_code == 202
+    assert replay.status_code == 401
+    assert "already received" in replay.json()["detail"]
+
+    rejected = await intake.post(
+        "/v1/channels/email",
+        content=mail.replace(message_id.encode(), b"never-" + message_id.encode()),
+        headers=cases["wrong secret"],
+    )
+    assert rejected.status_code == 401
+    await assert_not_published(
+        intake,
+        received,
+        derive_id("feedback", "email", "external", f"never-{message_id}"),
+        {"email": f"signed.{message_id[:8]}@example.org"},
+    )
+
+
+async def test_a_channel_the_integration_may_not_post_is_403(intake: httpx.AsyncClient) -> None:
+    response = await intake.post(
+        "/v1/channels/chat",
+        content=fixture_bytes("chat_conversation.json"),
+        headers={"X-API-Key": "sms-key", "content-type": "application/json"},
+    )
+    assert response.status_code == 403
+    assert response.json()["errors"][0]["field"] == "channel"
+    generic = await intake.post(
+        "/v1/feedback", json={**COMPLAINT, "channel": "web"}, headers={"X-API-Key": "sms-key"}
+    )
+    assert generic.status_code == 403
+
+
+# --- limits -----------------------------------------------------------------------------
+
+
+async def test_a_body_over_the_limit_is_413_declared_or_streamed(
+    intake: httpx.AsyncClient,
+) -> None:
+    big = {**COMPLAINT, "metadata": {"padding": "x" * MAX_BODY}}
+    declared = await intake.post("/v1/feedback", json=big, headers=OPEN)
+    assert declared.status_code == 413
+    assert declared.json()["errors"][0]["field"] == "(body)"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        payload = json.dumps(big).encode()
+        for start in range(0, len(payload), 8192):
+            yield payload[start : start + 8192]
+
+    streamed = await intake.post(
+        "/v1/feedback", content=chunks(), headers={**OPEN, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+
+async def test_a_content_type_the_endpoint_does_not_read_is_415(
+    intake: httpx.AsyncClient,
+) -> None:
+    response = await intake.post(
+        "/v1/channels/email",
+        content=json.dumps(COMPLAINT),
+        headers={**OPEN, "content-type": "application/json"},
+    )
+    assert response.status_code == 415
+    assert response.json()["errors"] == [
+        {"field": "Content-Type", "message": "must be message/rfc822"}
+    ]
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after(intake: httpx.AsyncClient) -> None:
+    headers = {"X-API-Key": "throttled-key"}
+    statuses = [
+        (await intake.post("/v1/feedback", json=COMPLAINT, headers=headers)).status_code
+        for _ in range(2)
+    ]
+    limited = await intake.post("/v1/feedback", json=COMPLAINT, headers=headers)
+    assert statuses == [202, 202]
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.json()["title"] == "Too many requests"
+
+
+# --- batch ------------------------------------------------------------------------------
+
+
+async def test_a_batch_answers_per_item_and_publishes_only_the_accepted_ones(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    items: list[Any] = [
+        {**COMPLAINT, "external_id": f"b-{run}-0"},
+        {**COMPLAINT, "external_id": f"b-{run}-1", "channel": "fax"},
+        {
+            "channel": "sms",
+            "customer": {"phone": "13800138000"},
+            "text": "退款",
+            "external_id": f"b-{run}-2",
+        },
+        "not an object",
+        {
+            "channel": "sms",
+            "customer": {"phone": "not a number"},
+            "text": "x",
+            "external_id": f"b-{run}-4",
+        },
+    ]
+    response = await intake.post("/v1/feedback/batch", json={"items": items}, headers=OPEN)
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 3)
+    statuses = [(item["index"], item["status"]) for item in answer["items"]]
+    assert statuses == [
+        (0, "accepted"),
+        (1, "rejected"),
+        (2, "accepted"),
+        (3, "rejected"),
+        (4, "rejected"),
+    ]
+    assert answer["items"][1]["errors"][0]["field"] == "items.1.channel"
+    assert answer["items"][3]["errors"][0]["field"] == "items.3"
+    assert answer["items"][4]["errors"][0]["field"] == "items.4.customer.phone"
+
+    sms = (await published(received, answer["items"][2]["feedback_id"])).data.feedback
+    assert sms.customer.phone == "+8613800138000"
+    await published(received, answer["items"][0]["feedback_id"])
+    for index in (1, 4):
+        rejected = derive_id("feedback", items[index]["channel"], "external", f"b-{run}-{index}")
+        assert not [r for r in received.records if rejected.encode() in (r.value or b"")]
+
+
+async def test_a_batch_without_any_acceptable_item_is_422_naming_each(
+    intake: httpx.AsyncClient,
+) -> None:
+    response = await intake.post(
+        "/v1/feedback/batch", json={"items": [{"text": ""}, 42]}, headers=OPEN
+    )
+    assert response.status_code == 422
+    fields = {error["field"] for error in response.json()["errors"]}
+    assert {"items.0.channel", "items.0.text", "items.1"} <= fields
+
+
+async def test_a_batch_over_500_items_is_413(intake: httpx.AsyncClient) -> None:
+    items = [{**COMPLAINT, "text": "x"}] * 501
+    response = await intake.post("/v1/feedback/batch", json={"items": items}, headers=OPEN)
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["field"] == "items"
+
+
+# --- documentation, operations, logs ---------------------------------------------------
+
+
+async def test_openapi_documents_every_channel_with_an_example(intake: httpx.AsyncClient) -> None:
+    document = (await intake.get("/openapi.json")).json()
+    for path in ("web", "email", "phone", "chat", "social", "sms", "app-review"):
+        operation = document["paths"][f"/v1/channels/{path}"]["post"]
+        content = operation["requestBody"]["content"]
+        assert any("example" in media or "examples" in media for media in content.values()), path
+        assert {"401", "413", "415", "422", "429", "503"} <= set(operation["responses"])
+    assert document["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
 
 
 async def test_health_readiness_and_metrics(intake: httpx.AsyncClient) -> None:
     assert (await intake.get("/healthz")).json()["status"] == "ok"
     ready = await intake.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["kafka"] is True
-    await intake.post("/v1/feedback", json=COMPLAINT)
+    await intake.post("/v1/feedback", json=COMPLAINT, headers=OPEN)
+    await intake.post("/v1/channels/sms", json={}, headers=OPEN)
     metrics = (await intake.get("/metrics")).text
     assert 'closeloop_intake_feedback_accepted_total{channel="email"}' in metrics
+    assert 'closeloop_intake_rejected_total{channel="sms",reason="invalid"}' in metrics
+    assert 'closeloop_intake_publish_duration_seconds_count{endpoint="single"}' in metrics
     assert (
         'closeloop_http_requests_total{method="POST",route="/v1/feedback",status="202"}' in metrics
     )
+
+
+async def test_logs_carry_ids_but_no_personal_data(
+    intake: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    phone_call = fixture_bytes("phone_call.json")
+    accepted = await intake.post(
+        "/v1/channels/phone",
+        content=phone_call,
+        headers={**OPEN, "content-type": "application/json"},
+    )
+    refused = await intake.post(
+        "/v1/feedback",
+        json={**COMPLAINT, "customer": {"email": "li.wei@example.com", "phone": "12"}},
+        headers=OPEN,
+    )
+    assert (accepted.status_code, refused.status_code) == (202, 422)
+    logged = "\n".join(
+        f"{record.getMessage()} {json.dumps(vars(record), default=str, ensure_ascii=False)}"
+        for record in caplog.records
+        if record.name.startswith("services.intake")
+    )
+    assert accepted.json()["feedback_id"] in logged
+    assert "customer.phone" in logged  # the field at fault, not its value
+    for personal in ("li.wei@example.com", "13910987654", "139-1098-7654", "冷藏室", "C-2087"):
+        assert personal not in logged
+
+
+# --- the broker -------------------------------------------------------------------------
 
 
 async def test_broker_down_answers_503_with_retry_after_and_is_not_ready() -> None:
     dead_port = free_port()
     settings = intake_settings(f"127.0.0.1:{dead_port}")
     async with (
-        running(build(settings), wait_ready=False),
+        running(build(settings, environ=ENVIRON), wait_ready=False),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
     ):
-        response = await client.post("/v1/feedback", json=COMPLAINT)
+        response = await client.post("/v1/feedback", json=COMPLAINT, headers=OPEN)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "7"
         assert "nothing was accepted" in response.json()["detail"]
+        batch = await client.post("/v1/feedback/batch", json={"items": [COMPLAINT]}, headers=OPEN)
+        assert batch.status_code == 503
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["kafka"] is False
@@ -127,12 +545,13 @@ async def test_broker_lost_after_start_answers_503_not_202() -> None:
         await devstack.create_topics(bootstrap, 1)
         settings = intake_settings(bootstrap)
         async with (
-            running(build(settings)),
+            running(build(settings, environ=ENVIRON)),
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
         ):
-            assert (await client.post("/v1/feedback", json=COMPLAINT)).status_code == 202
+            ok = await client.post("/v1/feedback", json=COMPLAINT, headers=OPEN)
+            assert ok.status_code == 202
             broker.kill()
-            response = await client.post("/v1/feedback", json=COMPLAINT, timeout=30)
+            response = await client.post("/v1/feedback", json=COMPLAINT, headers=OPEN, timeout=30)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "7"
     finally:

@@ -1,10 +1,20 @@
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
-from services.intake.domain import FeedbackIn, detect_language, normalise
-from shared.contracts import Channel
+from services.intake.domain import (
+    FeedbackIn,
+    Invalid,
+    Source,
+    assemble,
+    detect_language,
+    language_of,
+    normalise,
+    to_utc,
+)
+from shared.contracts import Channel, Customer
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -90,3 +100,75 @@ def test_text_is_trimmed_and_customer_key_set() -> None:
     assert feedback.text == "late delivery"
     assert feedback.customer_key.startswith("c-")
     assert feedback.channel is Channel.WEB
+
+
+def test_a_phone_number_is_stored_in_e164_using_the_integration_region() -> None:
+    local = normalise(post(customer={"phone": "138 0013 8000"}), now=NOW, region="CN")
+    international = normalise(post(customer={"phone": "+86 (138) 0013-8000"}), now=NOW)
+    assert local.customer.phone == international.customer.phone == "+8613800138000"
+    assert local.customer_key == international.customer_key
+
+
+def test_a_national_number_without_a_region_is_refused_naming_the_field() -> None:
+    with pytest.raises(Invalid) as caught:
+        normalise(post(customer={"phone": "138 0013 8000"}), now=NOW)
+    assert caught.value.field == "customer.phone"
+
+
+def test_a_timestamp_without_offset_is_read_in_the_integration_time_zone() -> None:
+    source = Source(now=NOW, timezone=ZoneInfo("Asia/Shanghai"))
+    assert to_utc(datetime(2026, 3, 11, 8, 0), source, "at") == datetime(
+        2026, 3, 11, 0, 0, tzinfo=UTC
+    )
+    summer = Source(now=NOW, timezone=ZoneInfo("Europe/Berlin"))
+    assert to_utc(datetime(2026, 7, 1, 12, 0), summer, "at").hour == 10
+
+
+def test_a_timestamp_without_offset_and_no_configured_zone_is_refused() -> None:
+    with pytest.raises(Invalid) as caught:
+        to_utc(datetime(2026, 3, 11, 8, 0), Source(now=NOW), "sent_at")
+    assert caught.value.field == "sent_at"
+
+
+def test_a_timestamp_that_overflows_utc_is_refused_not_a_crash() -> None:
+    with pytest.raises(Invalid):
+        normalise(post(received_at="0001-01-01T00:00:00+14:00"), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("hint", "text", "language"),
+    [
+        ("zh-CN", "hello", "zh"),
+        ("en_US", "你好", "en"),
+        ("??", "退款还没到账", "zh"),
+        (None, "late", "en"),
+    ],
+)
+def test_a_channel_language_tag_is_reduced_to_its_code_or_detected(
+    hint: str | None, text: str, language: str
+) -> None:
+    assert language_of(hint, text) == language
+
+
+def test_text_over_the_limit_is_cut_and_flagged_not_refused() -> None:
+    source = Source(now=NOW, max_text_chars=10)
+    feedback = assemble(
+        source, channel=Channel.PHONE, customer=Customer(id="C-1"), text="0123456789 and more"
+    )
+    assert feedback.text == "0123456789"
+    assert feedback.metadata["text_truncated"] is True
+
+
+def test_without_any_message_id_the_content_decides_the_id() -> None:
+    source = Source(now=NOW)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    one = assemble(
+        source, channel=Channel.WEB, customer=Customer(id="C-1"), text="x", received_at=at
+    )
+    same = assemble(
+        source, channel=Channel.WEB, customer=Customer(id="C-1"), text="x", received_at=at
+    )
+    other = assemble(
+        source, channel=Channel.WEB, customer=Customer(id="C-2"), text="x", received_at=at
+    )
+    assert one.feedback_id == same.feedback_id != other.feedback_id

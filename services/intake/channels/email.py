@@ -1,0 +1,284 @@
+"""E-mail: a raw RFC 5322 message as the mail gateway received it.
+
+MIME structure, quoted-printable and base64 are undone by the standard library's
+parser; headers and bodies are decoded here because mail in the wild labels GBK text
+as GB2312. HTML-only mail becomes text with Beautiful Soup; quoted replies and
+signatures are cut with mail-parser-reply. Attachments become metadata only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from email import message_from_bytes
+from email.errors import HeaderParseError
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+from bs4 import BeautifulSoup, Comment, Declaration, Doctype, ProcessingInstruction
+from mailparser_reply.parser import EmailMessage
+
+from services.intake.domain import Invalid, Source, assemble, build_customer, tidy_text, to_utc
+from shared.contracts import Attachment, Channel, Feedback
+
+# Labels whose text is, in practice, often a superset: decode with the superset.
+_CHARSET_SUPERSETS = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "euc-cn": "gb18030",
+    "ascii": "utf-8",
+    "us-ascii": "utf-8",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "big5": "big5hkscs",
+}
+_REPLY_LANGUAGES = ["zh", "en"]
+MAX_ATTACHMENTS = 50  # listed one by one; beyond, only counted
+# A line introducing the quoted message, in the forms mail-parser-reply does not know.
+_QUOTE_INTRO = re.compile(
+    r"^\s*(?:在|于)?.{0,200}?(?:写道|wrote)\s*[:：]\s*$|^\s*-{2,}\s*(?:原始邮件|Original)",
+    re.IGNORECASE,
+)
+_HTML_BLOCKS = [
+    "p", "div", "li", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
+    "blockquote", "pre", "section", "article", "header", "footer", "hr",
+]  # fmt: skip
+_HTML_QUOTES = ("blockquote", "div.gmail_quote", "div#divRplyFwdMsg", "div#appendonsend")
+
+
+def decode_bytes(raw: bytes, charset: str | None) -> str:
+    """Bytes in the declared charset (or its superset); undeclared mail is tried as
+    UTF-8, then GB18030. Undecodable bytes become U+FFFD rather than an error."""
+    for candidate in _charset_candidates(charset):
+        try:
+            return raw.decode(candidate)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def _charset_candidates(charset: str | None) -> list[str]:
+    candidates = []
+    if charset:
+        label = charset.strip().strip('"').lower()
+        label = _CHARSET_SUPERSETS.get(label, label)
+        with contextlib.suppress(LookupError):
+            candidates.append(codecs.lookup(label).name)
+    return [*candidates, "utf-8", "gb18030"]
+
+
+def _unescape_8bit(value: str) -> str:
+    """Raw 8-bit header bytes (kept as surrogate escapes by the parser) as text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+    return value
+
+
+def decode_header_value(value: str | None) -> str:
+    """A header as text: RFC 2047 encoded words (``=?gbk?B?...?=``) and raw 8-bit
+    bytes decoded, folding undone."""
+    if not value:
+        return ""
+    value = _unescape_8bit(str(value))
+    try:
+        chunks = decode_header(value)
+    except HeaderParseError:
+        chunks = [(value, None)]
+    parts = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            parts.append(decode_bytes(chunk, charset))
+        else:
+            parts.append(chunk)
+    return re.sub(r"\s+", " ", "".join(parts)).strip()
+
+
+def raw_header(message: Message, name: str) -> str | None:
+    """A header's value as it was in the mail (the first one of that name)."""
+    wanted = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == wanted:
+            return _unescape_8bit(str(value))
+    return None
+
+
+def _addresses(value: str | None) -> list[tuple[str, str]]:
+    if not value:
+        return []
+    return [
+        (decode_header_value(name), address.strip())
+        for name, address in getaddresses([value])
+        if "@" in address
+    ]
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    """Every non-multipart part, depth first; attached messages stay whole."""
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                yield from _leaves(sub)
+    else:
+        yield part
+
+
+def _payload_bytes(part: Message) -> bytes:
+    if part.get_content_maintype() == "message":
+        return part.as_bytes()
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _is_attachment(part: Message) -> bool:
+    if part.get_content_disposition() == "attachment":
+        return True
+    if part.get_content_maintype() == "message":
+        return True
+    return part.get_filename() is not None and part.get_content_maintype() != "text"
+
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML body, without scripts, styles and quoted replies:
+    source white space collapsed as a browser does, block elements on their own lines."""
+    soup = BeautifulSoup(html, "html.parser")
+    for element in soup(["script", "style", "head", "title"]):
+        element.decompose()
+    for selector in _HTML_QUOTES:
+        for element in soup.select(selector):
+            element.decompose()
+    for node in soup.find_all(string=True):
+        if isinstance(node, Comment | Doctype | Declaration | ProcessingInstruction):
+            node.extract()
+        else:
+            node.replace_with(re.sub(r"\s+", " ", str(node)))
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    for block in soup.find_all(_HTML_BLOCKS):
+        block.insert_before("\n")
+        block.append("\n")
+    lines = (line.strip() for line in soup.get_text().split("\n"))
+    return tidy_text("\n".join(lines))
+
+
+def latest_reply(text: str) -> str:
+    """What the customer wrote this time: quoted earlier messages and the signature
+    removed. Falls back to the whole text if nothing would remain."""
+    text = tidy_text(text)
+    if not text:
+        return ""
+    message = EmailMessage(text=text, languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True)
+    replies = message.read().replies
+    reply = replies[0].body if replies else text
+    kept = []
+    for line in reply.split("\n"):
+        if _QUOTE_INTRO.match(line):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    return tidy_text("\n".join(kept)) or text
+
+
+def _received_at(message: Message, source: Source) -> datetime | None:
+    value = raw_header(message, "Date")
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # an unreadable Date header is no reason to lose the mail
+    if parsed.tzinfo is None:
+        # RFC 5322: "-0000" is UTC with no information about the local zone.
+        return to_utc(parsed.replace(tzinfo=source.now.tzinfo), source, "Date")
+    return to_utc(parsed, source, "Date")
+
+
+def _sender(message: Message) -> tuple[str, str]:
+    raw = raw_header(message, "From") or raw_header(message, "Sender")
+    if not raw:
+        raise Invalid("From", "the mail has no sender")
+    addresses = _addresses(raw)
+    if not addresses:
+        raise Invalid("From", "the sender is not an e-mail address")
+    return addresses[0]
+
+
+def _message_id(message: Message) -> str | None:
+    value = (raw_header(message, "Message-ID") or "").strip().strip("<>").strip()
+    return value[:200] or None
+
+
+def parse_email(raw: bytes, source: Source) -> Feedback:
+    if not raw.strip():
+        raise Invalid("(body)", "the mail is empty")
+    message = message_from_bytes(raw)
+    if not message.keys():
+        raise Invalid("(body)", "not an RFC 5322 message: it has no header fields")
+    name, address = _sender(message)
+    customer = build_customer(source, email=address, name=name[:200] or None, field="From")
+
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    omitted = 0
+    for part in _leaves(message):
+        if _is_attachment(part):
+            if len(attachments) >= MAX_ATTACHMENTS:
+                omitted += 1
+                continue
+            filename = decode_header_value(part.get_filename()) or "attachment"
+            attachments.append(
+                Attachment(
+                    name=filename[:255],
+                    content_type=part.get_content_type(),
+                    size=len(_payload_bytes(part)),
+                )
+            )
+            continue
+        subtype = part.get_content_type()
+        if subtype == "text/plain":
+            plain.append(decode_bytes(_payload_bytes(part), part.get_content_charset()))
+        elif subtype == "text/html":
+            html.append(decode_bytes(_payload_bytes(part), part.get_content_charset()))
+
+    # The latest reply is at the top: a bounded prefix is all the text that can be kept,
+    # and keeps the HTML and reply parsers fast on mails of many megabytes.
+    budget = source.max_text_chars * 4
+    body = tidy_text("\n\n".join(plain)[:budget])
+    html_only = not body and bool(html)
+    if html_only:
+        body = html_to_text("\n".join(html)[: budget * 10])
+    text = latest_reply(body[:budget])
+    subject = decode_header_value(raw_header(message, "Subject")) or None
+
+    metadata: dict[str, object] = {"html_only": html_only}
+    if omitted:
+        metadata["attachments_omitted"] = omitted
+    mailbox = _addresses(raw_header(message, "To"))
+    if mailbox:
+        metadata["mailbox"] = mailbox[0][1][:320]
+    in_reply_to = (raw_header(message, "In-Reply-To") or "").strip().strip("<>")
+    if in_reply_to:
+        metadata["in_reply_to"] = in_reply_to[:200]
+    if not text and subject:
+        text = subject  # a mail that says everything in its subject line
+    return assemble(
+        source,
+        channel=Channel.EMAIL,
+        customer=customer,
+        text=text,
+        received_at=_received_at(message, source),
+        external_id=_message_id(message),
+        subject=subject,
+        attachments=attachments,
+        metadata=metadata,
+        text_field="(body)",
+    )

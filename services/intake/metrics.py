@@ -1,0 +1,28 @@
+"""Intake's own metrics; request latency by route is the shared
+``closeloop_http_request_duration_seconds``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from shared.metrics import LATENCY_BUCKETS
+
+FEEDBACK_ACCEPTED = Counter(
+    "closeloop_intake_feedback_accepted_total", "Feedback acknowledged by the broker", ["channel"]
+)
+REJECTED = Counter(
+    "closeloop_intake_rejected_total",
+    "Requests and batch items refused, by channel (unknown before it is known) and reason",
+    ["channel", "reason"],
+)
+PUBLISH_SECONDS = Histogram(
+    "closeloop_intake_publish_duration_seconds",
+    "Time from handing feedback events to the producer until the broker acknowledged them",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_ITEMS = Histogram(
+    "closeloop_intake_batch_items",
+    "Items per batch request",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500),
+)
