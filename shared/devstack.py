@@ -201,6 +201,15 @@ def mongo_url(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false"
 
 
+# Credentials of the local stack only: agent tools call followup's case API with this
+# key; survey links are signed with this secret. Production sets its own.
+FOLLOWUP_DEV_API_KEY = "local-dev-followup-agent-key"
+FOLLOWUP_DEV_SURVEY_SECRET = "local-dev-followup-survey-link-secret"
+# The API key of intake's "development" integration (services/intake/integrations.yaml),
+# passed as CLOSELOOP_INTAKE_DEV_API_KEY; channels send it as X-API-Key. Local only.
+INTAKE_DEV_API_KEY = "local-dev-intake-key"
+
+
 def service_env(
     name: str,
     *,
@@ -220,6 +229,11 @@ def service_env(
         f"{prefix}KAFKA_SESSION_TIMEOUT_MS": "2000",
         f"{prefix}KAFKA_HEARTBEAT_INTERVAL_MS": "400",
     }
+    if name == "followup":
+        env[f"{prefix}API_KEYS"] = f'{{"local-dev": "{FOLLOWUP_DEV_API_KEY}"}}'
+        env[f"{prefix}SURVEY_SECRET"] = FOLLOWUP_DEV_SURVEY_SECRET
+    if name == "intake":
+        env[f"{prefix}DEV_API_KEY"] = INTAKE_DEV_API_KEY
     env.update(extra or {})
     return env
 
@@ -299,6 +313,7 @@ def banner(stack: Stack) -> str:
         "closeloop is running:",
         f"  intake API       http://127.0.0.1:{ports['intake']}/docs   (POST /v1/feedback)",
         f"  followup API     http://127.0.0.1:{ports['followup']}/docs   (GET /v1/cases/{{id}})",
+        f"                   X-API-Key: {FOLLOWUP_DEV_API_KEY}",
         f"  kafka            127.0.0.1:{s.kafka_port}",
         f"  topics           {', '.join(t.value for t in Topic)} (and <topic>.dlq)",
         f"  mongodb          {mongo_url(s.mongo_port)}",

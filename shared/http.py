@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+_STATUSES = {status.value for status in HTTPStatus}
 
 
 def problem(
@@ -52,10 +54,5 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {
-            404: "Not found",
-            405: "Method not allowed",
-            409: "Conflict",
-            503: "Service unavailable",
-        }.get(exc.status_code, "Error")
+        title = HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUSES else "Error"
         return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)

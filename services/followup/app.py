@@ -3,49 +3,84 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import FastAPI
 
-from services.followup.api import router
+from services.followup.api import router as api_router
+from services.followup.auth import ApiKeys
+from services.followup.flows import Followup
 from services.followup.handlers import make_handlers
+from services.followup.links import SurveyLinks
 from services.followup.outbox import relay
-from services.followup.scheduled import run_due_queue
+from services.followup.page import SurveyPages
+from services.followup.page import router as page_router
+from services.followup.policy import load_policy
+from services.followup.scheduled import run_due_queue, run_stats
 from services.followup.settings import FollowupSettings
 from services.followup.store import FollowupStore
+from shared.clock import utcnow
 from shared.contracts import Topic
 from shared.http import install_problem_handlers
 from shared.runtime import VERSION, Service
 
+log = logging.getLogger(__name__)
 
-def build(settings: FollowupSettings | None = None) -> Service:
-    settings = settings or FollowupSettings()
+
+def build(
+    settings: FollowupSettings | None = None, *, clock: Callable[[], datetime] = utcnow
+) -> Service:
+    """The followup service. ``clock`` is what the API and the timers take as now."""
+    settings = settings or FollowupSettings()  # from the environment
+    policy = load_policy(settings.policy_file)
     app = FastAPI(
         title="closeloop followup",
         version=VERSION,
-        description="Cases, callbacks and the satisfaction check that closes the loop.",
+        description=(
+            "Cases, callbacks, SLA timers and the satisfaction check that closes the loop. "
+            "The case API needs an API key (X-API-Key or Authorization: Bearer); the "
+            "survey page is opened with its signed link."
+        ),
     )
     install_problem_handlers(app)
-    app.include_router(router)
+    app.include_router(api_router)
+    app.include_router(page_router)
     service = Service("followup", settings, app=app, uses_database=True)
     store = FollowupStore(service.db)
+    links = SurveyLinks(
+        settings.survey_secret.get_secret_value(),
+        public_url=settings.public_url,
+        old_secrets=[s.get_secret_value() for s in settings.survey_old_secrets],
+    )
+    followup = Followup(store, service.producer, policy, links)
+    app.state.followup = followup
     app.state.store = store
     app.state.settings = settings
+    app.state.clock = clock
+    app.state.api_keys = ApiKeys(settings.api_keys)
+    app.state.pages = SurveyPages()
 
     service.on_startup(store.ensure_indexes)
-    service.consume([Topic.CASE_ROUTED.value], make_handlers(store, settings))
+    service.consume([Topic.CASE_ROUTED.value], make_handlers(store, policy))
 
     async def outbox_relay(stop: asyncio.Event) -> None:
         await relay(service.producer, store, settings.outbox_retry_after_s, stop)
 
     async def due_queue(stop: asyncio.Event) -> None:
         await run_due_queue(
-            service.producer,
-            store,
+            followup,
+            clock=clock,
             poll_s=settings.due_poll_s,
             lease_s=settings.due_lease_s,
             stop=stop,
         )
 
+    async def stats(stop: asyncio.Event) -> None:
+        await run_stats(store, policy, clock=clock, interval_s=settings.stats_interval_s, stop=stop)
+
     service.job(outbox_relay)
     service.job(due_queue)
+    service.job(stats)
     return service

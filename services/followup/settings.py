@@ -1,7 +1,9 @@
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.contracts import Priority
+from services.followup.policy import DEFAULT_POLICY
 from shared.settings import ServiceSettings
 
 
@@ -10,19 +12,42 @@ class FollowupSettings(ServiceSettings):
 
     http_port: int = 8003
     public_url: str = Field(
-        default="http://127.0.0.1:8003", description="Base URL customers and agents reach"
+        default="http://127.0.0.1:8003",
+        description="Base URL customers reach; survey links start with it",
     )
-    first_callback_hours: dict[Priority, float] = Field(
-        default={Priority.P1: 1, Priority.P2: 4, Priority.P3: 24, Priority.P4: 48},
-        description="Hours after routing at which the first callback is due, per priority",
+    policy_file: Path = Field(
+        default=DEFAULT_POLICY, description="Callbacks, SLA warning share, survey timing"
     )
-    survey_expiry_hours: float = Field(default=72, gt=0)
-    satisfied_ratio: float = Field(
-        default=0.9, gt=0, description="perceived/expected at or above this is satisfied"
+    api_keys: dict[str, SecretStr] = Field(
+        min_length=1,
+        description="Agent tools allowed to call the case API: client name -> key (JSON). "
+        "The key goes in an X-API-Key header or as an Authorization bearer token.",
     )
-    delighted_ratio: float = Field(
-        default=1.2, gt=0, description="perceived/expected at or above this is delighted"
+    survey_secret: SecretStr = Field(
+        description="Signs survey links; every followup copy needs the same one"
+    )
+    survey_old_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Earlier survey secrets still accepted for links sent before a rotation",
     )
     due_poll_s: float = Field(default=1.0, gt=0)
     due_lease_s: float = Field(default=30.0, gt=0)
     outbox_retry_after_s: float = Field(default=5.0, gt=0)
+    stats_interval_s: float = Field(
+        default=15.0, gt=0, description="How often open cases and overdue callbacks are counted"
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        short = [name for name, key in keys.items() if len(key.get_secret_value()) < 16]
+        if short:
+            raise ValueError(f"API keys must have 16 characters or more ({', '.join(short)})")
+        return keys
+
+    @field_validator("survey_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr) -> SecretStr:
+        if len(secret.get_secret_value()) < 32:
+            raise ValueError("the survey secret must have 32 characters or more")
+        return secret

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.followup.domain import DueItem, DueKind
 from shared.contracts import EVENT_MODELS
 from shared.db import Document
 from shared.envelope import Event
@@ -42,13 +43,16 @@ class FollowupStore:
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index("feedback_id", unique=True)
-        await self.cases.create_index([("status", ASCENDING), ("opened_at", ASCENDING)])
+        await self.cases.create_index([("status", ASCENDING), ("opened_at", DESCENDING)])
         await self.cases.create_index([("team", ASCENDING), ("status", ASCENDING)])
         await self.cases.create_index([("agent", ASCENDING), ("status", ASCENDING)])
-        await self.cases.create_index([("opened_at", ASCENDING)])
+        await self.cases.create_index([("opened_at", DESCENDING)])
         await self.cases.create_index("outbox.queued_at", sparse=True)
         await self.due.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
-        await self.due.create_index("case_id")
+        await self.due.create_index([("case_id", ASCENDING), ("state", ASCENDING)])
+        await self.due.create_index([("ref", ASCENDING), ("kind", ASCENDING)])
+
+    # --- cases --------------------------------------------------------------------
 
     async def create_case(self, case: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Insert the case unless it exists; return what is stored, and whether it is new."""
@@ -60,59 +64,53 @@ class FollowupStore:
         )
         return (case, True) if before is None else (before, False)
 
-    async def schedule(self, case_id: str, callback: dict[str, Any]) -> None:
-        await self.due.update_one(
-            {"_id": callback["callback_id"]},
-            {
-                "$setOnInsert": {
-                    "case_id": case_id,
-                    "kind": "callback",
-                    "due_at": callback["due_at"],
-                    "attempt": callback["attempt"],
-                    "state": "pending",
-                    "lease_until": None,
-                    "owner": None,
-                }
-            },
-            upsert=True,
-        )
-
     async def find_cases(
         self, filters: dict[str, Any], *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        cursor = self.cases.find(filters).sort("opened_at", -1).skip(offset).limit(limit)
+        cursor = (
+            self.cases.find(filters, {"outbox": 0})
+            .sort([("opened_at", DESCENDING), ("_id", ASCENDING)])
+            .skip(offset)
+            .limit(limit)
+        )
         return [doc async for doc in cursor], await self.cases.count_documents(filters)
 
     async def get(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
 
+    async def case_of_callback(self, callback_id: str) -> dict[str, Any] | None:
+        item = await self.due.find_one({"ref": callback_id, "kind": "callback"}, {"case_id": 1})
+        return None if item is None else await self.get(item["case_id"])
+
     async def transition(
         self,
-        case_id: str,
+        case: dict[str, Any],
         *,
-        from_statuses: Sequence[str],
         set_fields: dict[str, Any],
         timeline: list[dict[str, Any]],
-        events: list[Event[Any]],
+        events: Sequence[Event[Any]],
         now: datetime,
         push: dict[str, Any] | None = None,
         inc: dict[str, int] | None = None,
         array_filters: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any] | None:
-        """Move a case between statuses in one atomic update that also queues its
-        events in the case's outbox; None if the case was not in ``from_statuses``."""
-        update: dict[str, Any] = {
-            "$set": set_fields,
-            "$push": {
-                "timeline": {"$each": timeline},
-                "outbox": {"$each": [outbox_entry(e, now) for e in events]},
-                **(push or {}),
-            },
+        """Apply a change decided from ``case`` in one atomic update that also queues its
+        events in the case's outbox. Only if the case is still the revision the decision
+        was made on: None if someone changed it meanwhile (decide again)."""
+        pushes: dict[str, Any] = {
+            "timeline": {"$each": timeline},
+            "outbox": {"$each": [outbox_entry(e, now) for e in events]},
         }
-        if inc:
-            update["$inc"] = inc
+        for name, value in (push or {}).items():
+            pushes[name] = {"$each": [value]}
+        update: dict[str, Any] = {
+            "$push": pushes,
+            "$inc": {**(inc or {}), "rev": 1},
+        }
+        if set_fields:
+            update["$set"] = set_fields
         return await self.cases.find_one_and_update(
-            {"_id": case_id, "status": {"$in": list(from_statuses)}},
+            {"_id": case["_id"], "rev": case.get("rev", 0)},
             update,
             array_filters=array_filters,
             return_document=ReturnDocument.AFTER,
@@ -129,6 +127,66 @@ class FollowupStore:
         )
         return [doc async for doc in cursor]
 
+    async def count_by_status(self) -> dict[str, int]:
+        pipeline = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        return {doc["_id"]: int(doc["n"]) async for doc in await self.cases.aggregate(pipeline)}
+
+    async def count_overdue_callbacks(self, cutoff: datetime) -> int:
+        """Callbacks without an outcome whose due time is before ``cutoff``."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"status": {"$ne": "closed"}}},
+            {"$project": {"callback": {"$objectToArray": "$callbacks"}}},
+            {"$unwind": "$callback"},
+            {
+                "$match": {
+                    "callback.v.status": {"$in": ["scheduled", "due"]},
+                    "callback.v.due_at": {"$lte": cutoff},
+                }
+            },
+            {"$count": "n"},
+        ]
+        async for doc in await self.cases.aggregate(pipeline):
+            return int(doc["n"])
+        return 0
+
+    # --- the due queue --------------------------------------------------------------
+
+    async def schedule(self, items: Sequence[DueItem]) -> None:
+        """Add timed work; an item that exists already is left as it is."""
+        if not items:
+            return
+        await self.due.bulk_write(
+            [
+                UpdateOne({"_id": item.id}, {"$setOnInsert": item.document()}, upsert=True)
+                for item in items
+            ],
+            ordered=False,
+        )
+
+    async def cancel(
+        self,
+        case_id: str,
+        *,
+        kinds: Sequence[DueKind] | None = None,
+        refs: Sequence[str] | None = None,
+        generation_below: int | None = None,
+        generation: int | None = None,
+    ) -> int:
+        """Cancel pending timed work of a case that no longer needs doing."""
+        query: dict[str, Any] = {"case_id": case_id, "state": "pending"}
+        if kinds is not None:
+            query["kind"] = {"$in": list(kinds)}
+        if refs is not None:
+            query["ref"] = {"$in": list(refs)}
+        if generation_below is not None:
+            query["generation"] = {"$lt": generation_below}
+        if generation is not None:
+            query["generation"] = generation
+        result = await self.due.update_many(
+            query, {"$set": {"state": "cancelled", "lease_until": None}}
+        )
+        return int(result.modified_count)
+
     async def claim_due(self, now: datetime, owner: str, lease_s: float) -> dict[str, Any] | None:
         """Claim one due item atomically with a lease; an item whose lease ran out (its
         claimer died) can be claimed again."""
@@ -138,12 +196,18 @@ class FollowupStore:
                 "due_at": {"$lte": now},
                 "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
             },
-            {"$set": {"lease_until": now + timedelta(seconds=lease_s), "owner": owner}},
+            {
+                "$set": {"lease_until": now + timedelta(seconds=lease_s), "owner": owner},
+                "$inc": {"claims": 1},
+            },
             sort=[("due_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
 
-    async def complete_due(self, item_id: str, owner: str) -> None:
-        await self.due.update_one(
-            {"_id": item_id, "owner": owner}, {"$set": {"state": "done", "lease_until": None}}
+    async def complete_due(self, item_id: str, owner: str, result: str = "done") -> bool:
+        """Mark an item done, if ``owner`` still holds it."""
+        outcome = await self.due.update_one(
+            {"_id": item_id, "owner": owner, "state": "pending"},
+            {"$set": {"state": "done", "result": result, "lease_until": None}},
         )
+        return bool(outcome.modified_count)

@@ -79,6 +79,12 @@ async def wait_ready(http: httpx.AsyncClient, pipeline: Pipeline) -> None:
     await eventually(all_ready, timeout=30)
 
 
+# The local stack's intake integration (services/intake/integrations.yaml).
+INTAKE_AUTH = {"X-API-Key": devstack.INTAKE_DEV_API_KEY}
+# Agent tools call followup's case API with the local stack's key.
+FOLLOWUP_AUTH = {"X-API-Key": devstack.FOLLOWUP_DEV_API_KEY}
+
+
 async def post_complaint(
     http: httpx.AsyncClient, pipeline: Pipeline, text: str, **extra: Any
 ) -> str:
@@ -89,7 +95,9 @@ async def post_complaint(
         "text": text,
         **extra,
     }
-    response = await http.post(f"{pipeline.url('intake')}/v1/feedback", json=body)
+    response = await http.post(
+        f"{pipeline.url('intake')}/v1/feedback", json=body, headers=INTAKE_AUTH
+    )
     assert response.status_code == 202, response.text
     return str(response.json()["feedback_id"])
 
@@ -98,7 +106,9 @@ async def case_of(http: httpx.AsyncClient, pipeline: Pipeline, feedback_id: str)
     async def lookup() -> dict[str, Any] | None:
         page = (
             await http.get(
-                f"{pipeline.url('followup')}/v1/cases", params={"feedback_id": feedback_id}
+                f"{pipeline.url('followup')}/v1/cases",
+                params={"feedback_id": feedback_id},
+                headers=FOLLOWUP_AUTH,
             )
         ).json()
         return page["items"][0] if page["items"] else None
@@ -142,12 +152,14 @@ async def test_a_complaint_travels_to_a_closed_case(
                 "solution": "refunded the second charge",
                 "promise": "money back within 3 working days",
             },
+            headers=FOLLOWUP_AUTH,
         )
         assert resolved.status_code == 200, resolved.text
         assert resolved.json()["status"] == "resolved"
         answer = await http.post(
             f"{followup}/v1/cases/{case_id}/survey",
             json={"csat": 5, "expected": 4, "perceived": 4, "solved": True},
+            headers=FOLLOWUP_AUTH,
         )
         assert answer.json() == {
             "case_id": case_id,
@@ -169,8 +181,10 @@ async def test_a_complaint_travels_to_a_closed_case(
     # One case's lifecycle is keyed by its id, so it arrives in order.
     assert lifecycle == [
         "callback.scheduled",
+        "case.first_response",  # the resolution is the first response here
         "case.resolved",
         "survey.requested",
+        "callback.scheduled",  # the return visit after the resolution
         "survey.answered",
         "case.closed",
     ]
@@ -194,10 +208,18 @@ async def test_an_unsatisfied_customer_reopens_the_case(
         await http.post(
             f"{followup}/v1/cases/{case_id}/resolve",
             json={"resolved_by": "agent-wang-fang", "solution": "发了正确尺码"},
+            headers=FOLLOWUP_AUTH,
         )
         answer = await http.post(
             f"{followup}/v1/cases/{case_id}/survey",
-            json={"csat": 2, "expected": 5, "perceived": 2, "comment": "还是没解决"},
+            json={
+                "csat": 2,
+                "expected": 5,
+                "perceived": 2,
+                "solved": True,
+                "comment": "还是没解决",
+            },
+            headers=FOLLOWUP_AUTH,
         )
         assert answer.json()["verdict"] == "dissatisfied"
         assert answer.json()["status"] == "reopened"
@@ -208,9 +230,11 @@ async def test_an_unsatisfied_customer_reopens_the_case(
     stored = await mongo_client[pipeline.database]["followup_cases"].find_one({"_id": case_id})
     assert stored is not None and stored["status"] == "reopened" and stored["reopen_count"] == 1
     again = await http.post(
-        f"{followup}/v1/cases/{case_id}/survey", json={"csat": 5, "expected": 5, "perceived": 5}
+        f"{followup}/v1/cases/{case_id}/survey",
+        json={"csat": 5, "expected": 5, "perceived": 5, "solved": True},
+        headers=FOLLOWUP_AUTH,
     )
-    assert again.status_code == 409
+    assert again.status_code == 410  # each survey answers once
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
@@ -266,7 +290,10 @@ async def test_reposted_feedback_yields_one_case(
         "text": "退款还没到账",
     }
     intake = f"{pipeline.url('intake')}/v1/feedback"
-    ids = {(await http.post(intake, json=body)).json()["feedback_id"] for _ in range(3)}
+    ids = {
+        (await http.post(intake, json=body, headers=INTAKE_AUTH)).json()["feedback_id"]
+        for _ in range(3)
+    }
     assert len(ids) == 1
     feedback_id = ids.pop()
     await case_of(http, pipeline, feedback_id)

@@ -1,0 +1,67 @@
+"""Followup's Prometheus metrics. Counters move only when the case change they count
+was written (a redelivery or a retried request does not count twice)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CASES_OPENED = Counter(
+    "closeloop_cases_opened_total",
+    "Cases opened by followup, by priority and team",
+    ["priority", "team"],
+)
+CASES_RESOLVED = Counter("closeloop_cases_resolved_total", "Resolutions recorded", ["team"])
+CASES_CLOSED = Counter("closeloop_cases_closed_total", "Cases closed, by outcome", ["outcome"])
+CASES_REOPENED = Counter("closeloop_cases_reopened_total", "Cases the customer reopened")
+CASES_OPEN = Gauge(
+    "closeloop_cases_open",
+    "Cases not closed yet, by status (counted over the database by every copy)",
+    ["status"],
+)
+RESOLUTION_SECONDS = Histogram(
+    "closeloop_case_resolution_seconds",
+    "Time from opening a case to its resolution",
+    ["team"],
+    buckets=(600, 1800, 3600, 4 * 3600, 8 * 3600, 24 * 3600, 72 * 3600, 7 * 86400, 30 * 86400),
+)
+SLA_WARNINGS = Counter(
+    "closeloop_sla_warnings_total", "sla.warning events, by team and deadline", ["team", "sla"]
+)
+SLA_BREACHES = Counter(
+    "closeloop_sla_breaches_total",
+    "Deadlines missed (sla.breached), by team and deadline",
+    ["team", "sla"],
+)
+SLA_MET = Counter(
+    "closeloop_sla_met_total", "Deadlines met in time, by team and deadline", ["team", "sla"]
+)
+CALLBACKS = Counter(
+    "closeloop_callbacks_total", "Callback outcomes recorded by agents", ["outcome"]
+)
+CALLBACKS_OVERDUE = Gauge(
+    "closeloop_callbacks_overdue",
+    "Callbacks past their due time (plus the policy's grace) without an outcome",
+)
+SURVEYS_REQUESTED = Counter(
+    "closeloop_surveys_requested_total", "Satisfaction checks sent (reminders not counted)"
+)
+SURVEY_REMINDERS = Counter(
+    "closeloop_survey_reminders_total", "Reminders sent for unanswered satisfaction checks"
+)
+SURVEY_ANSWERS = Counter(
+    "closeloop_survey_answers_total", "Survey answers, by verdict", ["verdict"]
+)
+SATISFACTION_RATIO = Histogram(
+    "closeloop_satisfaction_ratio",
+    "perceived / expected of each survey answer",
+    buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0, 5.0),
+)
+CSAT = Histogram(
+    "closeloop_csat", "CSAT score (1-5) of each survey answer", buckets=(1, 2, 3, 4, 5)
+)
+DUE_PROCESSED = Counter(
+    "closeloop_due_items_processed_total",
+    "Due-queue items handled, by kind (callback, sla_warning, sla_breach, survey_reminder, "
+    "survey_timeout)",
+    ["kind"],
+)

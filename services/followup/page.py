@@ -1,0 +1,202 @@
+"""The satisfaction page customers open from their survey link (Chinese and English).
+
+No login: the signed link is the credential, good for one answer until it expires.
+The page works without JavaScript and on small screens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, ConfigDict
+
+from services.followup.domain import SurveyState, survey_state
+from services.followup.flows import Followup, SurveyAnswer, SurveyUnavailable
+from services.followup.links import InvalidLink, SurveyTicket
+from shared.config import load_yaml
+
+HERE = Path(__file__).parent
+TEXTS_FILE = HERE / "survey_texts.yaml"
+
+router = APIRouter(tags=["survey page"], include_in_schema=False)
+
+# The page has no scripts; the link must not leak through the Referer header.
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class SurveyTexts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    html_lang: str
+    language_name: str
+    title: str
+    intro: str
+    csat_question: str
+    csat_low: str
+    csat_high: str
+    expected_question: str
+    expected_low: str
+    expected_high: str
+    perceived_question: str
+    perceived_low: str
+    perceived_high: str
+    solved_question: str
+    solved_yes: str
+    solved_no: str
+    comment_question: str
+    comment_hint: str
+    submit: str
+    required_error: str
+    thanks_title: str
+    thanks_closed: str
+    thanks_reopened: str
+    answered: str
+    expired: str
+    superseded: str
+    invalid: str
+    unavailable_title: str
+    switch_to: str
+    switch_lang: str
+
+
+class SurveyCatalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zh: SurveyTexts
+    en: SurveyTexts
+
+    def get(self, lang: str) -> SurveyTexts:
+        texts: SurveyTexts = getattr(self, lang)
+        return texts
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(type(self).model_fields)
+
+
+class SurveyPages:
+    def __init__(self, texts_file: Path = TEXTS_FILE) -> None:
+        self.catalog = load_yaml(texts_file, SurveyCatalog)
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def language(self, request: Request, asked: str | None, case: dict[str, Any] | None) -> str:
+        """?lang= first, then the language the customer wrote in, then the browser's."""
+        languages = self.catalog.languages
+        if asked in languages:
+            return str(asked)
+        written = ((case or {}).get("feedback") or {}).get("language")
+        if written in languages:
+            return str(written)
+        for part in request.headers.get("accept-language", "").split(","):
+            tag = part.split(";")[0].strip().lower()[:2]
+            if tag in languages:
+                return tag
+        return "en"
+
+    def render(self, template: str, status: int, lang: str, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(
+            t=self.catalog.get(lang), lang=lang, **context
+        )
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def unavailable(self, lang: str, state: SurveyState | str) -> HTMLResponse:
+        t = self.catalog.get(lang)
+        message, status = {
+            "answered": (t.answered, 410),
+            "expired": (t.expired, 410),
+            "superseded": (t.superseded, 410),
+        }.get(state, (t.invalid, 404))
+        return self.render(
+            "message.html", status, lang, heading=t.unavailable_title, message=message
+        )
+
+
+def _parts(request: Request) -> tuple[Followup, SurveyPages, Callable[[], datetime]]:
+    state = request.app.state
+    return state.followup, state.pages, state.clock
+
+
+async def _open(
+    request: Request, token: str, asked: str | None
+) -> tuple[SurveyTicket | None, dict[str, Any] | None, str]:
+    followup, pages, _ = _parts(request)
+    try:
+        ticket = followup.links.read(token)
+    except InvalidLink:
+        return None, None, pages.language(request, asked, None)
+    case = await followup.store.get(ticket.case_id)
+    return ticket, case, pages.language(request, asked, case)
+
+
+@router.get("/survey/{token}", response_class=HTMLResponse)
+async def survey_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
+    _, pages, clock = _parts(request)
+    ticket, case, lang = await _open(request, token, lang)
+    if ticket is None or case is None:
+        return pages.unavailable(lang, "unknown")
+    state = "expired" if ticket.expired(clock()) else survey_state(case, ticket.survey_id, clock())
+    if state != "open":
+        return pages.unavailable(lang, state)
+    return pages.render("survey.html", 200, lang, case_ref=case["_id"][:8], form={}, error=None)
+
+
+def _scale(value: Any) -> int | None:
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if 1 <= number <= 5 else None
+
+
+@router.post("/survey/{token}", response_class=HTMLResponse)
+async def submit_survey(token: str, request: Request) -> HTMLResponse:
+    followup, pages, clock = _parts(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    ticket, case, lang = await _open(request, token, form.get("lang"))
+    if ticket is None or case is None:
+        return pages.unavailable(lang, "unknown")
+    now = clock()
+    if ticket.expired(now):
+        return pages.unavailable(lang, "expired")
+    csat, expected, perceived = (_scale(form.get(k)) for k in ("csat", "expected", "perceived"))
+    solved = {"yes": True, "no": False}.get(form.get("solved", ""))
+    comment = form.get("comment", "").strip()[:5000] or None
+    if csat is None or expected is None or perceived is None or solved is None:
+        return pages.render(
+            "survey.html",
+            422,
+            lang,
+            case_ref=case["_id"][:8],
+            form=form,
+            error=pages.catalog.get(lang).required_error,
+        )
+    answer = SurveyAnswer(
+        csat=csat, expected=expected, perceived=perceived, solved=solved, comment=comment
+    )
+    try:
+        updated, _ = await followup.answer_survey(
+            ticket.case_id, answer, now=now, survey_id=ticket.survey_id, language=lang, via="page"
+        )
+    except SurveyUnavailable as exc:
+        return pages.unavailable(lang, exc.state)
+    t = pages.catalog.get(lang)
+    message = t.thanks_closed if updated["status"] == "closed" else t.thanks_reopened
+    return pages.render("message.html", 200, lang, heading=t.thanks_title, message=message)
