@@ -108,7 +108,11 @@ async def measure_round(
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     db_before = {name: db_commands(ports[name]) for name in ("router", "followup")}
     load = await run_load(
-        f"http://127.0.0.1:{ports['intake']}", rate=rate, duration_s=duration, seed=int(rate)
+        f"http://127.0.0.1:{ports['intake']}",
+        rate=rate,
+        duration_s=duration,
+        seed=int(rate),
+        headers={"X-API-Key": devstack.INTAKE_DEV_API_KEY},
     )
     deadline = time.monotonic() + 120
     while not all(f in watcher.arrived for f in load.feedback_ids):

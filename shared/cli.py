@@ -378,18 +378,23 @@ def loadgen(
     url: Annotated[str, typer.Option(envvar="CLOSELOOP_INTAKE_URL", help="Intake base URL")] = (
         "http://127.0.0.1:8000"
     ),
+    api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="CLOSELOOP_INTAKE_API_KEY",
+            help="The integration's key, sent as X-API-Key; default: the local stack's",
+        ),
+    ] = devstack.INTAKE_DEV_API_KEY,
     header: Annotated[
         list[str] | None,
-        typer.Option(
-            "--header", "-H", help="Extra request header 'Name: value' (e.g. credentials)"
-        ),
+        typer.Option("--header", "-H", help="Extra request header 'Name: value'"),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same feedback")] = 7,
 ) -> None:
     """Post realistic, varied complaints (every channel, zh and en, every root cause and
     urgency) to intake at a steady rate, with live progress and a summary."""
     total = int(rate * duration)
-    headers = parse_headers(header or [])
+    headers = {"X-API-Key": api_key, **parse_headers(header or [])}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
