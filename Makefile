@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run test lint fmt clean
+.PHONY: help env run test lint fmt clean prometheus
 
 help:
 	@echo "make run   - start the whole system locally (broker, database, four services)"
@@ -29,7 +29,23 @@ env: $(VENV)/.synced
 run: env
 	$(PY) -m shared.devstack run
 
-test: env
+# tests/deploy runs promtool and a real Prometheus server: Debian's prometheus package.
+# Installed once when missing (CI runs as root on Debian); the tests start the server
+# themselves, on a free port.
+prometheus:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus package (promtool and the server, for tests/deploy)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus >/dev/null; \
+	  else \
+	    echo "prometheus and promtool are missing: install Debian's prometheus package" \
+	      "(apt-get install prometheus); tests/deploy needs them" >&2; \
+	  fi; \
+	fi
+
+test: env prometheus
 	$(PY) -m pytest
 
 lint: env

@@ -1,0 +1,1 @@
+"""Deployment assets; ``deploy.tools`` holds the operations commands shipped in the image."""
