@@ -176,7 +176,8 @@ class Routing(Contract):
     first_response_due: UtcDatetime
     resolution_due: UtcDatetime
     reroute_count: int = Field(
-        default=0, description="How many times the case was routed again (reopen, escalation, breach)"
+        default=0,
+        description="How many times the case was routed again (reopen, escalation, breach)",
     )
     reroute_reason: str | None = Field(
         default=None, description="Why the case was routed again: reopened, escalated, sla_breached"

@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from fastapi import FastAPI
+
+from services.router.api import router as api_router
 from services.router.config import load_policy
+from services.router.flows import CaseRouter
 from services.router.handlers import make_handlers
+from services.router.scheduled import run_sweeps
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
 from shared.contracts import Topic
-from shared.runtime import Service
+from shared.http import install_problem_handlers
+from shared.runtime import VERSION, Service
 
 
 def build(settings: RouterSettings | None = None) -> Service:
     settings = settings or RouterSettings()
     policy = load_policy(settings.policy_file)
-    service = Service("router", settings, uses_database=True)
+    app = FastAPI(
+        title="closeloop router",
+        version=VERSION,
+        description="Agents, their availability and load, and the team queues.",
+    )
+    install_problem_handlers(app)
+    app.include_router(api_router)
+    service = Service("router", settings, app=app, uses_database=True)
     store = RouterStore(service.db)
+    case_router = CaseRouter(store, policy, service.producer.publish)
+    app.state.router = case_router
 
     async def prepare() -> None:
         await store.ensure_indexes()
         await store.sync_agents(policy)
 
+    async def sweeps(stop: asyncio.Event) -> None:
+        await run_sweeps(case_router, settings.queue_sweep_s, settings.outbox_retry_after_s, stop)
+
     service.on_startup(prepare)
     service.consume(
-        [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value],
-        make_handlers(store, policy),
+        [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value], make_handlers(case_router)
     )
+    service.job(sweeps)
     return service

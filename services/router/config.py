@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+from datetime import date, timedelta
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.router.business_time import Calendar, Span
 from shared.config import load_yaml
 from shared.contracts import Channel, CustomerTier, Priority, RootCause, Urgency
 
 DEFAULT_POLICY = Path(__file__).with_name("routing.yaml")
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
 class _Strict(BaseModel):
@@ -17,21 +28,31 @@ class _Strict(BaseModel):
 
 
 class PriorityPolicy(_Strict):
-    by_urgency: dict[Urgency, Priority]
-    raise_by_tier: dict[CustomerTier, int] = Field(default_factory=dict)
+    matrix: dict[Urgency, dict[CustomerTier, Priority]] = Field(
+        description="Priority by urgency (rows) and customer tier (columns)"
+    )
     raise_by_cause: dict[RootCause, int] = Field(default_factory=dict)
+    raise_by_channel: dict[Channel, int] = Field(
+        default_factory=dict, description="Steps up for channels with public reach"
+    )
 
     @model_validator(mode="after")
-    def _every_urgency(self) -> PriorityPolicy:
-        missing = [u.value for u in Urgency if u not in self.by_urgency]
-        if missing:
-            raise ValueError(f"by_urgency needs a priority for {', '.join(missing)}")
+    def _every_cell(self) -> PriorityPolicy:
+        for urgency in Urgency:
+            row = self.matrix.get(urgency)
+            if row is None:
+                raise ValueError(f"matrix needs a row for urgency {urgency.value}")
+            missing = [tier.value for tier in CustomerTier if tier not in row]
+            if missing:
+                raise ValueError(
+                    f"matrix.{urgency.value} needs a priority for {', '.join(missing)}"
+                )
         return self
 
 
 class SlaTarget(_Strict):
-    first_response: float = Field(gt=0, description="hours")
-    resolution: float = Field(gt=0, description="hours")
+    first_response: float = Field(gt=0, description="business hours")
+    resolution: float = Field(gt=0, description="business hours")
 
     @model_validator(mode="after")
     def _ordered(self) -> SlaTarget:
@@ -40,16 +61,110 @@ class SlaTarget(_Strict):
         return self
 
 
+def parse_span(text: str) -> Span:
+    """``"09:00-18:00"`` as minutes from local midnight; ``24:00`` ends at midnight."""
+    match = _SPAN.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a span like 09:00-18:00")
+    start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    if start_h > 23 or end_h > 24 or start_m > 59 or end_m > 59 or (end_h == 24 and end_m):
+        raise ValueError(f"{text!r} is not a valid time of day")
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    if end <= start:
+        raise ValueError(f"{text!r} ends before it starts (a span cannot cross midnight)")
+    return start, end
+
+
+def parse_spans(texts: list[str]) -> tuple[Span, ...]:
+    spans = sorted(parse_span(text) for text in texts)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        if start < end:
+            raise ValueError(f"working spans overlap: {', '.join(texts)}")
+    return tuple(spans)
+
+
+class CalendarPolicy(_Strict):
+    time_zone: str = Field(description="IANA time zone, e.g. Asia/Shanghai")
+    hours: dict[Weekday, list[str]] = Field(
+        description="Working spans per weekday in local time; a missing day is closed"
+    )
+    holidays: list[date] = Field(default_factory=list, description="Closed all day")
+    extra_workdays: dict[date, list[str]] = Field(
+        default_factory=dict, description="Days worked although weekend or holiday, with hours"
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for spans in value.values():
+            parse_spans(spans)
+        if not any(value.values()):
+            raise ValueError("a calendar needs working hours on at least one weekday")
+        return value
+
+    @field_validator("extra_workdays")
+    @classmethod
+    def _valid_extra(cls, value: dict[date, list[str]]) -> dict[date, list[str]]:
+        for day, spans in value.items():
+            if not spans:
+                raise ValueError(f"{day}: an extra working day needs its working hours")
+            parse_spans(spans)
+        return value
+
+    @model_validator(mode="after")
+    def _no_day_both(self) -> CalendarPolicy:
+        both = sorted(set(self.holidays) & set(self.extra_workdays))
+        if both:
+            raise ValueError(f"{both[0]} is both a holiday and an extra working day")
+        return self
+
+    def build(self) -> Calendar:
+        return Calendar(
+            time_zone=ZoneInfo(self.time_zone),
+            weekly=tuple(parse_spans(self.hours.get(day, [])) for day in WEEKDAYS),
+            holidays=frozenset(self.holidays),
+            extra_workdays={day: parse_spans(spans) for day, spans in self.extra_workdays.items()},
+        )
+
+
 class Agent(_Strict):
     id: str = Field(min_length=1)
     languages: list[str] = Field(min_length=1)
+    root_causes: list[RootCause] = Field(
+        default_factory=list, description="Causes this agent handles; empty means every cause"
+    )
     capacity: int = Field(ge=1, description="open cases at most")
+
+    def speaks(self, language: str) -> bool:
+        return language in self.languages
+
+    def handles(self, cause: RootCause) -> bool:
+        return not self.root_causes or cause in self.root_causes
 
 
 class Team(_Strict):
     id: str = Field(min_length=1)
     name: str
+    calendar: str = Field(description="Name of a calendar under `calendars`")
+    escalation_team: str | None = Field(
+        default=None, description="Where re-routed cases of this team go; none keeps them here"
+    )
+    escalation_lead: str | None = Field(
+        default=None, description="Agent who takes this team's re-routed cases first"
+    )
     agents: list[Agent] = Field(default_factory=list)
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
 
 
 class RuleCondition(_Strict):
@@ -60,6 +175,10 @@ class RuleCondition(_Strict):
     tier: list[CustomerTier] | None = None
     needs_review: bool | None = None
 
+    @property
+    def matches_everything(self) -> bool:
+        return all(value is None for value in self.model_dump().values())
+
 
 class Rule(_Strict):
     name: str = Field(min_length=1)
@@ -67,11 +186,26 @@ class Rule(_Strict):
     team: str
 
 
+class LinkingPolicy(_Strict):
+    window_days: float = Field(
+        default=14,
+        gt=0,
+        description="A customer's open case with the same root cause opened this recently "
+        "absorbs their new feedback instead of a new case",
+    )
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+
 class RoutingPolicy(_Strict):
     priority: PriorityPolicy
     sla_hours: dict[Priority, SlaTarget]
+    calendars: dict[str, CalendarPolicy] = Field(min_length=1)
     teams: list[Team] = Field(min_length=1)
     rules: list[Rule] = Field(min_length=1)
+    linking: LinkingPolicy = Field(default_factory=LinkingPolicy)
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingPolicy:
@@ -84,13 +218,52 @@ class RoutingPolicy(_Strict):
         agent_ids = [a.id for t in self.teams for a in t.agents]
         if len(set(agent_ids)) != len(agent_ids):
             raise ValueError("agent ids must be unique across teams")
+        for index, team in enumerate(self.teams):
+            self._check_team(index, team, team_ids)
         for index, rule in enumerate(self.rules):
             if rule.team not in team_ids:
                 raise ValueError(f"rules.{index}.team: unknown team {rule.team!r}")
+        if not self.rules[-1].when.matches_everything:
+            raise ValueError(
+                f"rules.{len(self.rules) - 1}: the last rule must match everything (when: {{}}) "
+                "so that every case has a team"
+            )
         return self
+
+    def _check_team(self, index: int, team: Team, team_ids: list[str]) -> None:
+        where = f"teams.{index}"
+        if team.calendar not in self.calendars:
+            raise ValueError(f"{where}.calendar: unknown calendar {team.calendar!r}")
+        target = team.escalation_team or team.id
+        if team.escalation_team is not None:
+            if team.escalation_team not in team_ids:
+                raise ValueError(f"{where}.escalation_team: unknown team {team.escalation_team!r}")
+            if team.escalation_team == team.id:
+                raise ValueError(f"{where}.escalation_team: a team cannot escalate to itself")
+        if (
+            team.escalation_lead is not None
+            and self.team(target).agent(team.escalation_lead) is None
+        ):
+            raise ValueError(
+                f"{where}.escalation_lead: {team.escalation_lead!r} is not an agent of team "
+                f"{target!r}"
+            )
 
     def team(self, team_id: str) -> Team:
         return next(t for t in self.teams if t.id == team_id)
+
+    def has_team(self, team_id: str) -> bool:
+        return any(t.id == team_id for t in self.teams)
+
+    def team_of_agent(self, agent_id: str) -> Team | None:
+        return next((t for t in self.teams if t.agent(agent_id) is not None), None)
+
+    @cached_property
+    def _calendars(self) -> dict[str, Calendar]:
+        return {name: calendar.build() for name, calendar in self.calendars.items()}
+
+    def calendar_of(self, team_id: str) -> Calendar:
+        return self._calendars[self.team(team_id).calendar]
 
 
 def load_policy(path: Path = DEFAULT_POLICY) -> RoutingPolicy:

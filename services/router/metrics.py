@@ -1,0 +1,47 @@
+"""The router's Prometheus metrics (docs/metrics.md, router section)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CASES_ROUTED = Counter(
+    "closeloop_cases_routed_total",
+    "Routing decisions for new and re-routed cases, by priority and team",
+    ["priority", "team"],
+)
+CASES_QUEUED = Counter(
+    "closeloop_cases_unassigned_total",
+    "Routing decisions that found no agent free: the case waits in the team queue",
+    ["team"],
+)
+TEAM_QUEUE_DEPTH = Gauge(
+    "closeloop_team_queue_depth", "Cases waiting in the team queue for an agent", ["team"]
+)
+AGENT_LOAD = Gauge(
+    "closeloop_agent_load",
+    "Open cases an agent holds (its capacity is in the policy)",
+    ["team", "agent"],
+)
+ASSIGNMENT_LATENCY = Histogram(
+    "closeloop_assignment_latency_seconds",
+    "From the routing decision to an agent holding the case, queue wait included",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600, 86400),
+)
+REROUTES = Counter(
+    "closeloop_reroutes_total",
+    "Cases routed again, by reason (reopened, escalated, sla_breached)",
+    ["reason"],
+)
+CASES_LINKED = Counter(
+    "closeloop_cases_linked_total",
+    "Feedback linked to a customer's open case instead of opening another",
+)
+AGENT_RELEASES = Counter(
+    "closeloop_agent_releases_total", "Resolved, closed or moved cases that freed an agent"
+)
+
+
+def observe_agent(agent: dict[str, Any]) -> None:
+    AGENT_LOAD.labels(str(agent["team"]), str(agent["_id"])).set(int(agent["load"]))

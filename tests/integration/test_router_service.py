@@ -1,0 +1,230 @@
+"""The router as a running service: events in and out over the real broker, its HTTP
+API for agents and team queues, and its metrics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.router.app import build
+from services.router.config import RoutingPolicy
+from services.router.domain import case_id_for
+from services.router.settings import RouterSettings
+from shared.contracts import (
+    CaseReopened,
+    CaseResolved,
+    CaseRouted,
+    FeedbackClassified,
+    Priority,
+    Topic,
+    Urgency,
+)
+from shared.devstack import free_port
+from shared.envelope import Event, new_event
+from shared.http import PROBLEM_JSON
+from shared.runtime import Service
+from tests.conftest import Infra
+from tests.integration.running import running
+from tests.integration.test_router_flows import NOW, small_policy
+from tests.support import TopicReader, a_classification, a_feedback, produce
+
+ROUTER_TOPICS = (Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value)
+
+
+async def start_group_at_end(bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
+    """Commit the group's offsets at the end of the topics, so a new router group skips
+    what other tests produced before and handles only this test's events."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the metadata partitions_for_topic reads
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        assert partitions, "the topics have no partitions yet"
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        # The local broker may report the end before the last batch: read past it.
+        while await consumer.getmany(timeout_ms=300):
+            pass
+        await consumer.commit({tp: await consumer.position(tp) for tp in partitions})
+    finally:
+        await consumer.stop()
+
+
+def write_policy(tmp_path: Path, policy: RoutingPolicy) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(yaml.safe_dump(policy.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
+def router_settings(infra: Infra, database: str, policy_file: Path, group: str) -> RouterSettings:
+    return RouterSettings(
+        http_port=free_port(),
+        kafka_bootstrap=infra.bootstrap,
+        kafka_consumer_group=group,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=400,
+        mongo_url=infra.mongo_url,
+        mongo_database=database,
+        policy_file=policy_file,
+        queue_sweep_s=3600,
+    )
+
+
+@pytest.fixture
+async def router(infra: Infra, database_name: str, tmp_path: Path) -> AsyncIterator[Service]:
+    group = f"router-test-{uuid.uuid4().hex[:8]}"
+    await start_group_at_end(infra.bootstrap, group, ROUTER_TOPICS)
+    policy_file = write_policy(tmp_path, small_policy(desk=2, capacity=1))
+    async with running(build(router_settings(infra, database_name, policy_file, group))) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def http(router: Service) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{router.settings.http_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def routed(infra: Infra) -> AsyncIterator[TopicReader]:
+    async with TopicReader(infra.bootstrap, Topic.CASE_ROUTED) as reader:
+        yield reader
+
+
+def classified(urgency: Urgency) -> Event[FeedbackClassified]:
+    data = FeedbackClassified(
+        feedback=a_feedback(), classification=a_classification(urgency=urgency)
+    )
+    return new_event(data, source="/test", cause=uuid.uuid4().hex)
+
+
+def case_of(event: Event[FeedbackClassified]) -> str:
+    return case_id_for(event.data.feedback.feedback_id)
+
+
+async def routed_case(reader: TopicReader, case_id: str, **match: Any) -> CaseRouted:
+    """The first case.routed for the case whose routing matches."""
+    event = await reader.wait_for(
+        lambda e: (
+            e.name == "case.routed"
+            and e.data.case_id == case_id
+            and all(getattr(e.data.routing, k) == v for k, v in match.items())
+        )
+    )
+    routed: CaseRouted = event.data
+    return routed
+
+
+async def metrics(http: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = (await http.get("/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_queued_case_is_assigned_when_an_agent_comes_online(
+    infra: Infra, http: httpx.AsyncClient, routed: TopicReader
+) -> None:
+    for agent in ("desk-00", "desk-01"):
+        response = await http.put(f"/v1/agents/{agent}/availability", json={"available": False})
+        assert response.status_code == 200 and response.json()["available"] is False
+    low, high = classified(Urgency.LOW), classified(Urgency.HIGH)
+    await produce(infra.bootstrap, [low, high])
+    queued = [await routed_case(routed, case_of(event), queued=True) for event in (low, high)]
+    assert [q.routing.priority for q in queued] == [Priority.P4, Priority.P2]
+
+    queue = (await http.get("/v1/teams/desk/queue")).json()
+    assert (queue["depth"], queue["free_places"]) == (2, 0)
+    assert [item["case_id"] for item in queue["items"]] == [queued[1].case_id, queued[0].case_id]
+    assert [item["priority"] for item in queue["items"]] == ["P2", "P4"]
+    assert all(item["first_response_business_s_left"] > 0 for item in queue["items"])
+
+    agent = (await http.put("/v1/agents/desk-00/availability", json={"available": True})).json()
+    assert (agent["available"], agent["load"], agent["open_cases"]) == (
+        True,
+        1,
+        [queued[1].case_id],  # the higher priority first; capacity is 1
+    )
+    assigned = await routed_case(routed, queued[1].case_id, queued=False)
+    assert assigned.routing.agent == "desk-00" and assigned.routing.reroute_count == 0
+
+    agents = {a["id"]: a for a in (await http.get("/v1/agents", params={"team": "desk"})).json()}
+    assert (agents["desk-00"]["load"], agents["desk-01"]["available"]) == (1, False)
+    seen = await metrics(http)
+    assert seen[("closeloop_team_queue_depth", (("team", "desk"),))] == 1
+    assert seen[("closeloop_agent_load", (("agent", "desk-00"), ("team", "desk")))] == 1
+    assert seen[("closeloop_cases_routed_total", (("priority", "P4"), ("team", "desk")))] >= 1
+    assert seen[("closeloop_assignment_latency_seconds_count", ())] >= 1
+
+
+async def test_lifecycle_events_free_agents_and_route_reopened_cases_again(
+    infra: Infra, http: httpx.AsyncClient, routed: TopicReader
+) -> None:
+    events = [classified(Urgency.MEDIUM) for _ in range(2)]
+    await produce(infra.bootstrap, events)
+    first, second = [await routed_case(routed, case_of(event)) for event in events]
+    assert {first.routing.agent, second.routing.agent} == {"desk-00", "desk-01"}
+    late = classified(Urgency.MEDIUM)
+    await produce(infra.bootstrap, [late])
+    waiting = await routed_case(routed, case_of(late))
+    assert waiting.routing.queued
+
+    resolution = CaseResolved(
+        case_id=first.case_id,
+        customer_key=first.feedback.customer_key,
+        occurred_at=NOW,
+        resolved_by=str(first.routing.agent),
+        solution="replaced the item",
+        within_sla=True,
+    )
+    await produce(infra.bootstrap, [new_event(resolution, source="/test", cause="r1")])
+    assigned = await routed_case(routed, waiting.case_id, queued=False)
+    assert assigned.routing.agent == first.routing.agent
+
+    reopen = CaseReopened(
+        case_id=first.case_id,
+        customer_key=first.feedback.customer_key,
+        occurred_at=NOW,
+        reason="not solved",
+        reopen_count=1,
+    )
+    await produce(infra.bootstrap, [new_event(reopen, source="/test", cause="o1")])
+    again = await routed_case(routed, first.case_id, reroute_count=1)
+    assert (again.routing.team, again.routing.agent, again.routing.priority) == (
+        "experts",
+        "expert-lead",
+        Priority.P2,
+    )
+    assert again.routing.reroute_reason == "reopened"
+    seen = await metrics(http)
+    assert seen[("closeloop_reroutes_total", (("reason", "reopened"),))] >= 1
+
+
+async def test_the_api_answers_problems_for_unknown_agents_teams_and_bad_bodies(
+    http: httpx.AsyncClient,
+) -> None:
+    missing = await http.put("/v1/agents/nobody/availability", json={"available": True})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith(PROBLEM_JSON)
+    assert (await http.get("/v1/teams/nowhere/queue")).status_code == 404
+    assert (await http.get("/v1/agents", params={"team": "nowhere"})).status_code == 404
+    bad = await http.put("/v1/agents/desk-00/availability", json={"available": "maybe"})
+    assert bad.status_code == 422 and "available" in bad.json()["detail"]
+    teams = {t["id"]: t for t in (await http.get("/v1/teams")).json()}
+    assert teams["desk"]["escalation_team"] == "experts"
+    assert teams["experts"]["escalation_lead"] == "expert-lead"
