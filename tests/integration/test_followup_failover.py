@@ -98,7 +98,7 @@ async def test_a_killed_copy_s_claims_are_finished_exactly_once_by_another_copy(
             async def nothing_pending() -> bool:
                 return await store.due.count_documents({"state": "pending"}) == 0
 
-            await eventually(nothing_pending, timeout=60)
+            await eventually(nothing_pending, timeout=180)
             # Every case: one callback.due and one sla.breached per deadline. (Warnings
             # after their deadline are skipped: the breach says it.)
             wanted = CASES * 3
