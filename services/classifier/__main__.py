@@ -1,3 +1,13 @@
-from services.classifier.app import build
+"""``python -m services.classifier`` runs the service; with a command (classify,
+evaluate, train) it is the classifier's command line instead."""
 
-build().run()
+import sys
+
+if len(sys.argv) > 1:
+    from services.classifier.cli import main
+
+    main(sys.argv[1:])
+else:
+    from services.classifier.app import build
+
+    build().run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.classifier.config import load_taxonomy
 from services.classifier.handlers import make_handlers
+from services.classifier.model import load
 from services.classifier.settings import ClassifierSettings
 from shared.contracts import Topic
 from shared.runtime import Service
@@ -12,6 +13,7 @@ from shared.runtime import Service
 def build(settings: ClassifierSettings | None = None) -> Service:
     settings = settings or ClassifierSettings()
     taxonomy = load_taxonomy(settings.taxonomy_file)
+    model = load(settings.artifact_file or taxonomy.artifact_path)
     service = Service("classifier", settings)
-    service.consume([Topic.FEEDBACK_RECEIVED.value], make_handlers(taxonomy))
+    service.consume([Topic.FEEDBACK_RECEIVED.value], make_handlers(taxonomy, model))
     return service

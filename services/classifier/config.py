@@ -3,53 +3,242 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import load_yaml
-from shared.contracts import RootCause
+from shared.contracts import CustomerTier, RootCause
 
 DEFAULT_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
 
+@dataclass(frozen=True)
+class Match:
+    """One matched span of the prepared (lower-cased) text."""
+
+    text: str
+    start: int
+    end: int
+
+
 class Keywords(BaseModel):
+    """Keywords of one cause or signal. ``en``: English, matched at the start of a word
+    ("refund" matches "refunded"); ``words``: English, whole words only ("fire" but not
+    "fired"); ``zh``: Chinese, matched anywhere; ``regex``: Python regular expressions
+    for what a list cannot say. All match the lower-cased text."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     en: list[str] = Field(default_factory=list)
+    words: list[str] = Field(
+        default_factory=list, description="English keywords that must be whole words"
+    )
     zh: list[str] = Field(default_factory=list)
+    regex: list[str] = Field(default_factory=list)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for expression in value:
+            try:
+                re.compile(expression)
+            except re.error as exc:
+                raise ValueError(
+                    f"{expression!r} is not a valid regular expression: {exc}"
+                ) from exc
+        return value
+
+    @field_validator("en", "words", "zh")
+    @classmethod
+    def _not_blank(cls, value: list[str]) -> list[str]:
+        if any(not str(k).strip() for k in value):
+            raise ValueError("keywords must not be empty")
+        return [str(k) for k in value]
 
     @cached_property
-    def pattern(self) -> re.Pattern[str] | None:
-        """One regex for all keywords: English at word starts, Chinese anywhere."""
-        parts = [
-            r"(?<![a-z0-9])" + re.escape(k.lower()) for k in sorted(self.en, key=len, reverse=True)
+    def literals(self) -> tuple[tuple[str, int], ...]:
+        """(keyword, where it may match) pairs, lower-cased, longest first."""
+        modes = {k.lower(): ANYWHERE for k in self.zh}
+        modes.update({k.lower(): WORD_START for k in self.en})
+        modes.update({k.lower(): WHOLE_WORD for k in self.words})
+        return tuple(sorted(modes.items(), key=lambda item: len(item[0]), reverse=True))
+
+    @cached_property
+    def patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The regexes as one alternation: one scan of the text instead of one per regex."""
+        if not self.regex:
+            return ()
+        return (re.compile("|".join(f"(?:{expression})" for expression in self.regex)),)
+
+    def find(self, prepared: str) -> list[Match]:
+        """Every occurrence in the prepared (lower-cased) text: English keywords at the start
+        of a word, Chinese anywhere, regexes as written."""
+        found: list[Match] = []
+        for keyword, mode in self.literals:
+            if keyword in prepared:
+                _occurrences(prepared, keyword, mode, found)
+        for pattern in self.patterns:
+            found += [Match(m.group(0), m.start(), m.end()) for m in pattern.finditer(prepared)]
+        return found
+
+
+ANYWHERE, WORD_START, WHOLE_WORD = 0, 1, 2
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isascii() and char.isalnum()
+
+
+def _fits(prepared: str, start: int, end: int, mode: int) -> bool:
+    """Whether a keyword found at start:end may count there (see the modes above)."""
+    if mode == ANYWHERE:
+        return True
+    if start > 0 and _is_word_char(prepared[start - 1]):
+        return False
+    return mode == WORD_START or end == len(prepared) or not _is_word_char(prepared[end])
+
+
+def _occurrences(prepared: str, keyword: str, mode: int, found: list[Match]) -> None:
+    start = prepared.find(keyword)
+    while start >= 0:
+        end = start + len(keyword)
+        # A keyword inside a longer one found already ("charged" in "double charged") is
+        # the same evidence, not more of it.
+        if _fits(prepared, start, end, mode) and not any(
+            m.start <= start and end <= m.end for m in found
+        ):
+            found.append(Match(keyword, start, end))
+        start = prepared.find(keyword, start + 1)
+
+
+def trie_regex(words: Iterable[str]) -> str:
+    """One regex for many literal words, shaped as their prefix tree: the engine follows
+    only the branch the text takes, and an optional tail makes it prefer the longest."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        branches = [
+            re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char
         ]
-        parts += [re.escape(k) for k in sorted(self.zh, key=len, reverse=True)]
-        return re.compile("|".join(parts)) if parts else None
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return pattern(root)
+
+
+class KeywordIndex:
+    """Every keyword set of the taxonomy, searched in one pass over a text.
+
+    All keywords form one prefix-tree regex inside a lookahead, so a single scan reports,
+    at every position, the longest keyword starting there; the shorter keywords that are
+    its prefixes are read off that match. Far faster than testing hundreds of keywords,
+    or a plain regex alternation of them, against every text. Results equal searching each
+    set on its own (``Keywords.find``), which the tests check."""
+
+    def __init__(self, groups: dict[str, Keywords]) -> None:
+        self.groups = tuple(groups)
+        owners: dict[str, list[tuple[int, int]]] = {}
+        for number, keywords in enumerate(groups.values()):
+            for keyword, mode in keywords.literals:
+                owners.setdefault(keyword, []).append((number, mode))
+        # For each keyword, the keywords that are its prefixes (itself first, then shorter),
+        # each with the groups that own it: everything a match of it reports.
+        self._reports = {
+            keyword: [
+                (keyword[:size], owners[keyword[:size]])
+                for size in range(len(keyword), 0, -1)
+                if keyword[:size] in owners
+            ]
+            for keyword in owners
+        }
+        first_chars = re.escape("".join(sorted({k[0] for k in owners})))
+        # The character class rejects most positions before the tree is tried.
+        self._scan = (
+            re.compile(f"(?=[{first_chars}])(?=({trie_regex(owners)}))") if owners else None
+        )
+        self._regexes = [
+            (number, pattern)
+            for number, keywords in enumerate(groups.values())
+            for pattern in keywords.patterns
+        ]
+
+    def find_all(self, prepared: str) -> dict[str, list[Match]]:
+        found: list[list[Match]] = [[] for _ in self.groups]
+        for hit in self._scan.finditer(prepared) if self._scan else ():
+            start = hit.start()
+            for keyword, owners in self._reports[hit.group(1)]:
+                end = start + len(keyword)
+                for number, mode in owners:
+                    if mode and not _fits(prepared, start, end, mode):
+                        continue
+                    group = found[number]
+                    if group and any(m.start <= start and end <= m.end for m in group):
+                        continue
+                    group.append(Match(keyword, start, end))
+        for number, pattern in self._regexes:
+            found[number] += [
+                Match(m.group(0), m.start(), m.end()) for m in pattern.finditer(prepared)
+            ]
+        return dict(zip(self.groups, found, strict=True))
 
 
 class CauseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str
+    description: str = Field(min_length=1)
     keywords: Keywords
 
 
 class SignalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    description: str = ""
     weight: float = Field(gt=0)
     critical: bool = False
+    max_sentiment: float = Field(
+        default=1.01,
+        ge=-1,
+        le=1.01,
+        description="The signal counts only while the feedback's sentiment is below this",
+    )
     patterns: Keywords
 
 
-class SentimentLexicon(BaseModel):
+class Negation(BaseModel):
+    """Cues that cancel a signal match when the text right before it ends with one."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    positive: Keywords
-    negative: Keywords
+    en: list[str] = Field(default_factory=list)
+    zh: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def cues(self) -> tuple[str, ...]:
+        return tuple(c.lower() for c in (*self.en, *self.zh))
+
+    def negates(self, prepared: str, start: int) -> bool:
+        before = prepared[max(0, start - 12) : start]
+        return any(before.endswith(cue) for cue in self.cues)
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact: Path = Path("model/cause-model.npz")
+    secondary_ratio: float = Field(default=0.35, gt=0, le=1)
+    secondary_min: float = Field(default=0.05, ge=0, le=1)
 
 
 class UrgencyThresholds(BaseModel):
@@ -60,6 +249,10 @@ class UrgencyThresholds(BaseModel):
     medium_at: float
     negative_sentiment_medium: float = Field(ge=-1, le=0)
     public_reach_followers: int = Field(ge=0)
+    tier_weight: dict[CustomerTier, float] = Field(
+        default_factory=lambda: {CustomerTier.VIP: 1.0, CustomerTier.PREMIUM: 0.5}
+    )
+    public_reach_weight: float = Field(default=1.0, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> UrgencyThresholds:
@@ -73,10 +266,12 @@ class Taxonomy(BaseModel):
 
     version: str = Field(min_length=1)
     review_threshold: float = Field(ge=0, le=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
     root_causes: dict[RootCause, CauseSpec]
     signals: dict[str, SignalSpec]
-    sentiment: SentimentLexicon
+    negation: Negation = Field(default_factory=Negation)
     urgency: UrgencyThresholds
+    source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _other_is_fallback(self) -> Taxonomy:
@@ -84,6 +279,34 @@ class Taxonomy(BaseModel):
             raise ValueError("root_causes.other is the fallback and takes no keywords")
         return self
 
+    @property
+    def artifact_path(self) -> Path:
+        """The model artifact, relative to the taxonomy file's folder."""
+        if self.model.artifact.is_absolute() or self.source is None:
+            return self.model.artifact
+        return self.source.parent / self.model.artifact
+
+    @cached_property
+    def index(self) -> KeywordIndex:
+        """All keyword sets in one index: ``cause:<name>`` and ``signal:<name>``."""
+        groups = {f"cause:{c.value}": spec.keywords for c, spec in self.root_causes.items()}
+        groups.update({f"signal:{name}": spec.patterns for name, spec in self.signals.items()})
+        return KeywordIndex(groups)
+
+    @cached_property
+    def cause_groups(self) -> tuple[tuple[RootCause, str], ...]:
+        """Each root cause with its group name in ``index``."""
+        return tuple((cause, f"cause:{cause.value}") for cause in self.root_causes)
+
+    @cached_property
+    def signal_groups(self) -> tuple[tuple[str, SignalSpec, str], ...]:
+        """Each signal with its spec and its group name in ``index``."""
+        return tuple((name, spec, f"signal:{name}") for name, spec in self.signals.items())
+
+    @cached_property
+    def critical_signals(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.signals.items() if spec.critical)
+
 
 def load_taxonomy(path: Path = DEFAULT_TAXONOMY) -> Taxonomy:
-    return load_yaml(path, Taxonomy)
+    return load_yaml(path, Taxonomy).model_copy(update={"source": path})

@@ -1,137 +1,252 @@
-"""Root cause, urgency and sentiment from the feedback text: pure functions, no I/O.
+"""Root cause, urgency and sentiment of feedback: pure functions, no I/O.
 
-A first, explainable rule classifier: keyword evidence per root cause, signal
-patterns with weights for urgency, a lexicon for sentiment. Every decision records
-the text spans that drove it.
+The trained model (services.classifier.model) scores the root causes and the
+sentiment; the taxonomy's keywords feed the model as evidence per cause; the
+taxonomy's signal patterns decide urgency by rules. Every decision records the text
+spans (or the customer data) that drove it.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.classifier.config import Keywords, Taxonomy
-from shared.contracts import (
-    Channel,
-    Classification,
-    CustomerTier,
-    Feedback,
-    RootCause,
-    Signal,
-    Urgency,
-)
+import numpy as np
+
+from services.classifier.config import Match, Taxonomy
+from services.classifier.model import CauseModel, Explanation, prepare
+from shared.contracts import Channel, Classification, Feedback, RootCause, Signal, Urgency
 
 MAX_EVIDENCE = 3
+TIER_SIGNAL = "customer_tier"
+REACH_SIGNAL = "public_reach"
+AMPLIFIERS = frozenset({TIER_SIGNAL, REACH_SIGNAL})
 
 
-@dataclass(frozen=True)
-class Match:
-    text: str
-    start: int
+def text_of(feedback: Feedback) -> str:
+    return "\n".join(part for part in (feedback.subject, feedback.text) if part)
 
 
-def find(keywords: Keywords, text: str) -> list[Match]:
-    pattern = keywords.pattern
-    if pattern is None:
-        return []
-    return [Match(m.group(0), m.start()) for m in pattern.finditer(text)]
+def distinct(matches: Sequence[Match], limit: int = MAX_EVIDENCE) -> list[str]:
+    return list(dict.fromkeys(m.text.strip() for m in matches))[:limit]
 
 
-def _prepared(text: str) -> str:
-    return re.sub(r"\s+", " ", text.lower())
+def outermost(matches: Sequence[Match]) -> list[Match]:
+    """In text order, without matches inside a longer one ("fire" in "caught fire")."""
+    ordered = sorted(matches, key=lambda m: (m.start, -m.end))
+    kept: list[Match] = []
+    for match in ordered:
+        if not kept or match.end > kept[-1].end:
+            kept.append(match)
+    return kept
 
 
-def score_causes(taxonomy: Taxonomy, text: str) -> list[tuple[RootCause, list[Match]]]:
-    """Causes with their keyword matches, the most evidenced first."""
-    scored = [(cause, find(spec.keywords, text)) for cause, spec in taxonomy.root_causes.items()]
-    scored = [(cause, matches) for cause, matches in scored if matches]
-    # More distinct keywords is stronger evidence than one keyword repeated.
-    scored.sort(key=lambda item: (len({m.text for m in item[1]}), len(item[1])), reverse=True)
-    return scored
+def keyword_matches(taxonomy: Taxonomy, prepared: str) -> dict[RootCause, list[Match]]:
+    return causes_in(taxonomy, taxonomy.index.find_all(prepared))
 
 
-def sentiment_of(taxonomy: Taxonomy, text: str, anger_hits: int) -> float:
-    positive = len(find(taxonomy.sentiment.positive, text))
-    negative = len(find(taxonomy.sentiment.negative, text)) + 2 * anger_hits
-    if positive == negative == 0:
-        return 0.0
-    return round(max(-1.0, min(1.0, (positive - negative) / (positive + negative + 1))), 3)
+def causes_in(taxonomy: Taxonomy, found: dict[str, list[Match]]) -> dict[RootCause, list[Match]]:
+    return {cause: found[group] for cause, group in taxonomy.cause_groups}
 
 
-def detect_signals(taxonomy: Taxonomy, text: str, feedback: Feedback) -> list[Signal]:
+def keyword_counts(
+    matches: Sequence[dict[RootCause, list[Match]]], causes: Sequence[RootCause]
+) -> np.ndarray:
+    """Distinct keywords found per text (rows) and cause (columns, in ``causes`` order)."""
+    rows = [
+        [len({m.text for m in ms}) if (ms := found.get(c)) else 0 for c in causes]
+        for found in matches
+    ]
+    return np.array(rows, dtype=np.float32).reshape(len(matches), len(causes))
+
+
+def text_signals(
+    taxonomy: Taxonomy, prepared: str, found: dict[str, list[Match]], sentiment: float
+) -> list[Signal]:
+    """Signals found in the text, each with the spans that showed it. A match right after a
+    negation ("no danger", "没有危险") does not count; nor does a signal whose
+    ``max_sentiment`` the feedback's sentiment reaches (praise is not anger)."""
     signals = []
-    for name, spec in taxonomy.signals.items():
-        matches = find(spec.patterns, text)
+    for name, spec, group in taxonomy.signal_groups:
+        spans = found[group]
+        if not spans or sentiment >= spec.max_sentiment:
+            continue
+        matches = [m for m in outermost(spans) if not taxonomy.negation.negates(prepared, m.start)]
         if matches:
-            evidence = ", ".join(dict.fromkeys(m.text for m in matches[:MAX_EVIDENCE]))
-            signals.append(Signal(name=name, evidence=evidence, weight=spec.weight))
-    if feedback.customer.tier is CustomerTier.VIP:
-        signals.append(Signal(name="customer_tier", evidence="tier=vip", weight=1.0))
-    followers = feedback.metadata.get("followers")
-    if (
-        feedback.channel is Channel.SOCIAL
-        and isinstance(followers, int)
-        and followers >= taxonomy.urgency.public_reach_followers
-    ):
-        signals.append(Signal(name="public_reach", evidence=f"followers={followers}", weight=1.0))
+            signals.append(
+                Signal(name=name, evidence="; ".join(distinct(matches)), weight=spec.weight)
+            )
     return signals
 
 
-def urgency_of(taxonomy: Taxonomy, signals: list[Signal], sentiment: float) -> Urgency:
+def followers_of(feedback: Feedback) -> int | None:
+    value = feedback.metadata.get("followers")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def customer_signals(taxonomy: Taxonomy, feedback: Feedback) -> list[Signal]:
+    """Who is speaking and how loudly: customer tier and public reach on social channels."""
+    signals = []
+    tier_weight = taxonomy.urgency.tier_weight.get(feedback.customer.tier, 0.0)
+    if tier_weight > 0:
+        signals.append(
+            Signal(
+                name=TIER_SIGNAL,
+                evidence=f"tier={feedback.customer.tier.value}",
+                weight=tier_weight,
+            )
+        )
+    followers = followers_of(feedback)
+    if (
+        feedback.channel is Channel.SOCIAL
+        and followers is not None
+        and followers >= taxonomy.urgency.public_reach_followers
+    ):
+        signals.append(
+            Signal(
+                name=REACH_SIGNAL,
+                evidence=f"followers={followers}",
+                weight=taxonomy.urgency.public_reach_weight,
+            )
+        )
+    return signals
+
+
+def urgency_of(taxonomy: Taxonomy, signals: Sequence[Signal], sentiment: float) -> Urgency:
     thresholds = taxonomy.urgency
-    critical_names = {name for name, spec in taxonomy.signals.items() if spec.critical}
-    if any(s.name in critical_names for s in signals):
+    found = [s for s in signals if s.name not in AMPLIFIERS]
+    if any(s.name in taxonomy.critical_signals for s in found):
         return Urgency.CRITICAL
-    text_signals = [s for s in signals if s.name not in ("customer_tier", "public_reach")]
-    # Praise with a VIP tag is still praise: tier and reach amplify complaints only.
-    if not text_signals and sentiment > 0:
+    complaint = (
+        sum(s.weight for s in found) >= thresholds.medium_at
+        or sentiment <= thresholds.negative_sentiment_medium
+    )
+    # Tier and reach amplify complaints only: praise or a question from a VIP stays low.
+    if not complaint:
         return Urgency.LOW
     score = sum(s.weight for s in signals)
     if score >= thresholds.critical_at:
         return Urgency.CRITICAL
     if score >= thresholds.high_at:
         return Urgency.HIGH
-    if score >= thresholds.medium_at or sentiment <= thresholds.negative_sentiment_medium:
-        return Urgency.MEDIUM
-    return Urgency.LOW
+    return Urgency.MEDIUM
 
 
-def classify(taxonomy: Taxonomy, feedback: Feedback) -> Classification:
-    text = _prepared(" ".join(filter(None, (feedback.subject, feedback.text))))
-    causes = score_causes(taxonomy, text)
-    signals = detect_signals(taxonomy, text, feedback)
-    anger_hits = sum(1 for s in signals if s.name == "anger")
-    sentiment = sentiment_of(taxonomy, text, anger_hits)
-    urgency = urgency_of(taxonomy, signals, sentiment)
+def secondary_of(
+    taxonomy: Taxonomy,
+    ranked: Sequence[tuple[RootCause, float]],
+    keywords: dict[RootCause, list[Match]],
+) -> tuple[RootCause, float] | None:
+    """A second cause: the likeliest other one that the text names by a keyword (and the
+    model gives at least ``secondary_min``), else one the model rates at least
+    ``secondary_ratio`` of the first."""
+    if len(ranked) < 2:
+        return None
+    spec = taxonomy.model
+    p_first = ranked[0][1]
+    for cause, probability in ranked[1:]:
+        if cause is RootCause.OTHER:
+            continue
+        if keywords.get(cause) and probability >= spec.secondary_min:
+            return cause, probability
+        if probability >= spec.secondary_ratio * p_first:
+            return cause, probability
+    return None
 
-    reasons: list[str] = []
-    if causes:
-        best, best_matches = causes[0]
-        best_strength = len({m.text for m in best_matches})
-        runner_up = len({m.text for m in causes[1][1]}) if len(causes) > 1 else 0
-        confidence = round(
-            min(0.95, 0.4 + 0.5 * (best_strength - runner_up + 1) / (best_strength + 1)), 3
-        )
-        secondary = causes[1][0] if len(causes) > 1 and runner_up * 2 >= best_strength else None
-        reasons.append(
-            f"root cause {best.value}: "
-            + ", ".join(dict.fromkeys(m.text for m in best_matches[:MAX_EVIDENCE]))
-        )
-    else:
-        best, confidence, secondary = RootCause.OTHER, 0.3, None
-        reasons.append("no root-cause keyword matched")
-    for signal in signals:
-        reasons.append(f"{signal.name}: {signal.evidence}")
-    reasons.append(f"urgency {urgency.value} from {len(signals)} signal(s), sentiment {sentiment}")
 
-    return Classification(
-        root_cause=best,
-        secondary_cause=secondary,
-        urgency=urgency,
-        sentiment=sentiment,
-        confidence=confidence,
-        signals=signals,
-        needs_review=confidence < taxonomy.review_threshold,
-        model_version=taxonomy.version,
-        reasons=reasons,
+@dataclass(frozen=True)
+class _Scored:
+    prepared: str
+    found: dict[str, list[Match]]
+    keywords: dict[RootCause, list[Match]]
+
+
+def classify_batch(
+    taxonomy: Taxonomy, model: CauseModel, feedbacks: Sequence[Feedback]
+) -> list[Classification]:
+    """Classify many feedbacks at once: the model scores the whole batch in one pass."""
+    if not feedbacks:
+        return []
+    scored = []
+    for feedback in feedbacks:
+        prepared = prepare(text_of(feedback))
+        found = taxonomy.index.find_all(prepared)
+        scored.append(_Scored(prepared, found, causes_in(taxonomy, found)))
+    counts = keyword_counts([s.keywords for s in scored], model.keyword_causes)
+    predictions = model.predict([s.prepared for s in scored], counts)
+    version = f"{model.version}+{taxonomy.version}"
+    order = np.argsort(-predictions.probabilities, axis=1, kind="stable")
+    ranked_probabilities = np.take_along_axis(predictions.probabilities, order, axis=1)
+    rankings = [
+        [(model.classes[k], p) for k, p in zip(ks, ps, strict=True)]
+        for ks, ps in zip(order.tolist(), ranked_probabilities.tolist(), strict=True)
+    ]
+    firsts = [ranked[0][0] for ranked in rankings]
+    sentiments = predictions.sentiment.tolist()
+    explanations = model.explain(
+        predictions,
+        firsts,
+        [
+            len({m.text for m in item.keywords.get(c, ())})
+            for item, c in zip(scored, firsts, strict=True)
+        ],
+        MAX_EVIDENCE,
     )
+    results = []
+    for row, (feedback, item) in enumerate(zip(feedbacks, scored, strict=True)):
+        ranked = rankings[row]
+        cause, confidence = ranked[0]
+        secondary = secondary_of(taxonomy, ranked, item.keywords)
+        sentiment = round(sentiments[row], 3)
+        signals = text_signals(taxonomy, item.prepared, item.found, sentiment)
+        signals += customer_signals(taxonomy, feedback)
+        urgency = urgency_of(taxonomy, signals, sentiment)
+        cause_keywords = item.keywords.get(cause, [])
+        reasons = [root_cause_reason(cause, confidence, explanations[row], cause_keywords)]
+        if secondary is not None:
+            reasons.append(f"secondary cause {secondary[0].value} ({secondary[1]:.2f})")
+        reasons += [f"{s.name}: {s.evidence}" for s in signals]
+        reasons.append(urgency_reason(urgency, signals, sentiment))
+        confidence = round(confidence, 3)
+        results.append(
+            Classification(
+                root_cause=cause,
+                secondary_cause=secondary[0] if secondary else None,
+                urgency=urgency,
+                sentiment=sentiment,
+                confidence=confidence,
+                signals=signals,
+                needs_review=confidence < taxonomy.review_threshold,
+                model_version=version,
+                reasons=reasons,
+            )
+        )
+    return results
+
+
+def classify(taxonomy: Taxonomy, model: CauseModel, feedback: Feedback) -> Classification:
+    return classify_batch(taxonomy, model, [feedback])[0]
+
+
+def root_cause_reason(
+    cause: RootCause, confidence: float, explanation: Explanation, keywords: Sequence[Match]
+) -> str:
+    parts = [f"root cause {cause.value} ({confidence:.2f})"]
+    if explanation.ngrams:
+        parts.append("text " + ", ".join(explanation.ngrams))
+    if keywords:
+        parts.append("keywords " + ", ".join(distinct(keywords)))
+    return ": ".join(parts[:1]) + ("; " + "; ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def urgency_reason(urgency: Urgency, signals: Sequence[Signal], sentiment: float) -> str:
+    if not signals:
+        return f"urgency {urgency.value}: no signal, sentiment {sentiment}"
+    names = ", ".join(f"{s.name} {s.weight:g}" for s in signals)
+    return f"urgency {urgency.value}: {names}; sentiment {sentiment}"

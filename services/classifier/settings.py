@@ -11,3 +11,5 @@ class ClassifierSettings(ServiceSettings):
 
     http_port: int = 8001
     taxonomy_file: Path = DEFAULT_TAXONOMY
+    # The trained model; by default the artifact the taxonomy names (model.artifact).
+    artifact_file: Path | None = None

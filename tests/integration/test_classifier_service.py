@@ -1,0 +1,55 @@
+"""The classifier service against the real broker: feedback.received in,
+feedback.classified out, with the model version; a redelivery yields the same event."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.classifier.app import build
+from services.classifier.settings import ClassifierSettings
+from shared import devstack
+from shared.contracts import Customer, CustomerTier, FeedbackReceived, Topic
+from shared.envelope import new_event
+from tests.conftest import Infra
+from tests.integration.running import running
+from tests.support import TopicReader, a_feedback, produce
+
+
+async def test_feedback_received_becomes_feedback_classified_once(infra: Infra) -> None:
+    settings = ClassifierSettings(
+        http_port=devstack.free_port(),
+        kafka_bootstrap=infra.bootstrap,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=400,
+        kafka_consumer_group=f"test-classifier-{uuid.uuid4().hex[:8]}",
+    )
+    feedback = a_feedback(
+        "退款一直没到账，再不处理我就去消协投诉！",
+        customer=Customer(id=f"C-{uuid.uuid4().hex[:6]}", tier=CustomerTier.VIP),
+        language="zh",
+    )
+    received = new_event(FeedbackReceived(feedback=feedback), source="/test", cause="m-1")
+    service = build(settings)
+    async with (
+        running(service),
+        TopicReader(infra.bootstrap, Topic.FEEDBACK_CLASSIFIED) as reader,
+    ):
+        await produce(infra.bootstrap, [received, received])  # the second is a redelivery
+        out = await reader.wait_for(
+            lambda e: (
+                e.name == "feedback.classified"
+                and e.data.feedback.feedback_id == feedback.feedback_id
+            )
+        )
+        classification = out.data.classification
+        assert classification.root_cause == "billing"
+        assert classification.urgency == "critical"
+        assert any(
+            s.name == "legal_threat" and "消协" in s.evidence for s in classification.signals
+        )
+        assert classification.model_version.startswith("ngram-lr-")
+        assert out.key == feedback.customer_key
+
+        later = await reader.collect(2.0)
+        copies = {e.id for e in later if e.data.feedback.feedback_id == feedback.feedback_id}
+        assert copies == {out.id}, "a redelivered message must produce the same event"
