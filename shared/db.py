@@ -15,8 +15,19 @@ from shared.settings import ServiceSettings
 Document = dict[str, Any]
 
 # Driver housekeeping, not work done for an event.
-_HOUSEKEEPING = frozenset({"hello", "ismaster", "isMaster", "ping", "endSessions", "saslStart",
-                           "saslContinue", "buildInfo", "getLastError"})
+_HOUSEKEEPING = frozenset(
+    {
+        "hello",
+        "ismaster",
+        "isMaster",
+        "ping",
+        "endSessions",
+        "saslStart",
+        "saslContinue",
+        "buildInfo",
+        "getLastError",
+    }
+)
 
 
 class CommandCounter(monitoring.CommandListener):

@@ -135,7 +135,10 @@ async def test_a_complaint_travels_to_a_closed_case(
         case_id = routed.data.case_id
         assert routed.data.classification.root_cause == "billing"
         assert any(s.name == "legal_threat" for s in routed.data.classification.signals)
-        assert routed.data.routing.team == "billing"
+        # A legal threat is critical, and critical cases go to the escalations team.
+        assert routed.data.classification.urgency == "critical"
+        assert routed.data.routing.team == "escalations"
+        assert routed.data.routing.priority == "P1"
         assert routed.data.routing.agent is not None
 
         case = await case_of(http, pipeline, feedback_id)
@@ -176,7 +179,7 @@ async def test_a_complaint_travels_to_a_closed_case(
         ]
     assert closed.data.outcome == "satisfied"
     assert closed.data.csat == 5 and closed.data.ratio == 1.0
-    assert closed.data.root_cause == "billing" and closed.data.team == "billing"
+    assert closed.data.root_cause == "billing" and closed.data.team == "escalations"
     assert closed.data.resolution_sla_met is True
     # One case's lifecycle is keyed by its id, so it arrives in order.
     assert lifecycle == [

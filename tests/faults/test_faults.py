@@ -68,11 +68,11 @@ class Pipeline:
         self.services[name].kill()
 
     def stop(self) -> None:
-        for process in self.services.values():
-            process.stop()
-        for process in (self.database, self.broker):
-            if process is not None:
-                process.stop()
+        for service in self.services.values():
+            service.stop()
+        for server in (self.database, self.broker):
+            if server is not None:
+                server.stop()
 
 
 @pytest.fixture
