@@ -224,6 +224,7 @@ def main() -> int:
         router_port=devstack.free_port(),
         followup_port=devstack.free_port(),
         data_dir=data_dir,
+        service_logs_to_files=True,
     )
     stack = devstack.Stack(settings)
     console.print(

@@ -46,6 +46,7 @@ class StackSettings(BaseSettings):
     router_port: int = 8002
     followup_port: int = 8003
     public_url: str = "http://127.0.0.1:8003"
+    service_logs_to_files: bool = False
 
 
 def free_port() -> int:
@@ -291,7 +292,8 @@ class Stack:
                     mongo_port=s.mongo_port,
                     extra=extra,
                 )
-                self.processes.append(start_service(name, env, port))
+                log = logs / f"{name}.log" if s.service_logs_to_files else None
+                self.processes.append(start_service(name, env, port, log))
         except BaseException:
             self.stop()
             raise

@@ -6,6 +6,7 @@ partition key as the message key. The ``cloudevents`` package does the binding.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
@@ -28,13 +30,25 @@ D = TypeVar("D", bound=EventData)
 
 # Namespace of every deterministic id closeloop derives (feedback, case, event ids).
 ID_NAMESPACE = uuid.UUID("6f1c3f0e-4a8e-5b7d-9c1a-2d3e4f5a6b7c")
+_ID_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 DATA_CONTENT_TYPE = "application/json"
+_JSON_FORMAT = JSONFormat()
 
 
 def derive_id(*parts: str) -> str:
     """A deterministic id from its parts: the same parts always give the same id,
-    so a retried step produces the same record instead of a second one."""
-    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+    so a retried step produces the same record instead of a second one.
+
+    The id is ``str(uuid.uuid5(ID_NAMESPACE, "\\x1f".join(parts)))`` (RFC 4122 name-based,
+    SHA-1), written out directly: every event and feedback derives at least one, and
+    ``uuid.UUID``'s checks and conversions cost more than the hash itself.
+    """
+    name = "\x1f".join(parts).encode()
+    digest = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    hex_ = digest[:16].hex()
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
 class PoisonMessage(Exception):
@@ -94,6 +108,7 @@ class KafkaRecord:
 
 
 def to_record(event: Event[Any]) -> KafkaRecord:
+    key = event.key.encode()
     cloud_event = CloudEvent(
         attributes={
             "id": event.id,
@@ -102,16 +117,16 @@ def to_record(event: Event[Any]) -> KafkaRecord:
             "time": event.time,
             "subject": event.subject,
             "datacontenttype": DATA_CONTENT_TYPE,
-            "partitionkey": event.key,
         },
-        data=event.data.model_dump(mode="json"),
+        # pydantic writes the JSON itself (fast, in Rust); the binding carries the bytes.
+        data=event.data.model_dump_json().encode(),
     )
-    message = ce_kafka.to_binary_event(cloud_event)
-    key = message.key.encode() if isinstance(message.key, str) else message.key
-    headers = [
-        (name, value) for name, value in message.headers.items() if name != "ce_partitionkey"
-    ]
-    return KafkaRecord(topic=event.topic, key=key, value=message.value, headers=headers)
+    # The partition key goes straight to the message key (what the binding does with a
+    # ``partitionkey`` extension, minus the ce_partitionkey header we would drop again).
+    message = ce_kafka.to_binary(cloud_event, _JSON_FORMAT, key_mapper=lambda _: key)
+    return KafkaRecord(
+        topic=event.topic, key=key, value=message.value, headers=list(message.headers.items())
+    )
 
 
 def from_record(

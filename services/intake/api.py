@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -313,9 +314,10 @@ async def publish(request: Request, feedbacks: Sequence[Feedback], endpoint: str
             headers={"Retry-After": str(_intake(request).settings.retry_after_s)},
         ) from exc
     PUBLISH_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+    for channel, count in Counter(feedback.channel.value for feedback in feedbacks).items():
+        FEEDBACK_ACCEPTED.labels(channel).inc(count)
     integration = getattr(request.state, "integration", None)
     for feedback in feedbacks:
-        FEEDBACK_ACCEPTED.labels(feedback.channel.value).inc()
         log.info(
             "feedback accepted",
             extra={

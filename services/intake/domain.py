@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -103,6 +103,15 @@ _LANGUAGE_SAMPLE = 4_000
 def detect_language(text: str) -> str:
     """zh, en or other, from the share of Han characters and Latin letters."""
     sample = text[:_LANGUAGE_SAMPLE]
+    if sample.isascii():
+        # ASCII's only letters are Latin ones, so counting would say "en" for any letter
+        # at all: decided without listing every letter first.
+        return "en" if _LATIN.search(sample) else "other"
+    return counted_language(sample)
+
+
+def counted_language(sample: str) -> str:
+    """The language by counting Han characters, Latin letters and other letters."""
     han = len(_HAN.findall(sample))
     latin = len(_LATIN.findall(sample))
     other = max(0, len(_LETTER.findall(sample)) - han - latin)
@@ -133,18 +142,22 @@ def language_of(hint: str | None, text: str) -> str:
 
 
 def feedback_id(
-    channel: Channel, external_id: str | None, idempotency_key: str | None, fingerprint: str
+    channel: Channel,
+    external_id: str | None,
+    idempotency_key: str | None,
+    fingerprint: Callable[[], str],
 ) -> str:
     """Deterministic id: the same channel message always maps to the same feedback.
 
     The channel's message id wins, then an Idempotency-Key header, then a fingerprint
-    of the content (customer, text, received_at) for posts that carry neither.
+    of the content (customer, text, received_at) for posts that carry neither; it is
+    computed only then (it hashes the whole normalised text).
     """
     if external_id:
         return derive_id("feedback", channel.value, "external", external_id)
     if idempotency_key:
         return derive_id("feedback", channel.value, "idempotency-key", idempotency_key)
-    return derive_id("feedback", channel.value, "content", fingerprint)
+    return derive_id("feedback", channel.value, "content", fingerprint())
 
 
 def content_fingerprint(customer_key: str, text: str, received_at: datetime) -> str:
@@ -283,18 +296,19 @@ def assemble(
     if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
         subject = subject[:MAX_SUBJECT_CHARS]
     received = received_at or source.now.astimezone(UTC)
+    customer_key = customer.key  # a SHA-256 each time it is read
     fid = feedback_id(
         channel,
         external_id,
         source.idempotency_key,
-        content_fingerprint(customer.key, text, received),
+        lambda: content_fingerprint(customer_key, text, received),
     )
     return Feedback(
         feedback_id=fid,
         channel=channel,
         external_id=external_id,
         customer=customer,
-        customer_key=customer.key,
+        customer_key=customer_key,
         text=text,
         subject=subject,
         language=language_of(language, text),

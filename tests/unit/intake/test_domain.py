@@ -2,6 +2,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.intake.domain import (
@@ -9,7 +11,9 @@ from services.intake.domain import (
     Invalid,
     Source,
     assemble,
+    counted_language,
     detect_language,
+    feedback_id,
     language_of,
     normalise,
     to_utc,
@@ -73,6 +77,11 @@ def test_missing_received_at_defaults_to_now() -> None:
 )
 def test_language_detection(text: str, language: str) -> None:
     assert detect_language(text) == language
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_text_gets_the_language_that_counting_its_letters_gives(text: str) -> None:
+    assert detect_language(text) == counted_language(text)
 
 
 def test_explicit_language_wins() -> None:
@@ -172,3 +181,13 @@ def test_without_any_message_id_the_content_decides_the_id() -> None:
         source, channel=Channel.WEB, customer=Customer(id="C-2"), text="x", received_at=at
     )
     assert one.feedback_id == same.feedback_id != other.feedback_id
+
+
+def test_the_content_fingerprint_is_computed_only_when_no_id_decides() -> None:
+    def fingerprint() -> str:
+        raise AssertionError("a message id or an Idempotency-Key decides the id")
+
+    by_message = feedback_id(Channel.WEB, "m-1", "k-1", fingerprint)
+    by_key = feedback_id(Channel.WEB, None, "k-1", fingerprint)
+    by_content = feedback_id(Channel.WEB, None, None, lambda: "abc")
+    assert len({by_message, by_key, by_content}) == 3

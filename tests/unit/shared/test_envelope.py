@@ -1,6 +1,9 @@
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.contracts import (
     EVENT_MODELS,
@@ -11,7 +14,14 @@ from shared.contracts import (
     event_type,
     parse_event_type,
 )
-from shared.envelope import PoisonMessage, derive_id, from_record, new_event, to_record
+from shared.envelope import (
+    ID_NAMESPACE,
+    PoisonMessage,
+    derive_id,
+    from_record,
+    new_event,
+    to_record,
+)
 from tests.support import a_customer, a_feedback
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -42,6 +52,26 @@ def test_event_ids_are_derived_from_their_cause() -> None:
     assert new_event(data, source="/a", cause="x").id != new_event(data, source="/a", cause="y").id
     assert derive_id("feedback", "web", "1") == derive_id("feedback", "web", "1")
     assert derive_id("feedback", "web", "1") != derive_id("feedback", "sms", "1")
+
+
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8")), max_size=4))
+def test_derived_ids_are_uuid5_of_the_parts_in_the_closeloop_namespace(parts: list[str]) -> None:
+    assert derive_id(*parts) == str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts)))
+
+
+def test_the_partition_key_is_the_message_key_and_not_a_header() -> None:
+    data = a_feedback_event()
+    record = to_record(new_event(data, source="/t", cause="c"))
+    assert record.key == data.feedback.customer_key.encode()
+    assert [name for name, _ in record.headers] == [
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "content-type",
+        "ce_specversion",
+    ]
 
 
 def test_unknown_fields_in_event_data_are_ignored() -> None:
