@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import db as dbmod
 from shared.errors import is_transient
@@ -39,6 +40,36 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request by route template and status. A plain ASGI
+    middleware: Starlette's BaseHTTPMiddleware costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            # The router writes the matched route into this same scope.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, path, str(status)).inc()
+            HTTP_SECONDS.labels(method, path).observe(time.perf_counter() - started)
 
 
 class Service:
@@ -114,17 +145,7 @@ class Service:
     def _add_operational_routes(self) -> None:
         app = self.app
 
-        @app.middleware("http")
-        async def count_requests(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            started = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-            HTTP_SECONDS.labels(request.method, path).observe(time.perf_counter() - started)
-            return response
+        app.add_middleware(RequestMetrics)
 
         @app.get("/healthz", include_in_schema=False)
         async def healthz() -> dict[str, str]:

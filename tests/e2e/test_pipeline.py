@@ -289,7 +289,7 @@ async def test_reposted_feedback_yields_one_case(
     body = {
         "channel": "sms",
         "external_id": uuid.uuid4().hex,
-        "customer": {"phone": "+8613800138000"},
+        "customer": {"phone": f"+86138{uuid.uuid4().int % 10**8:08d}"},
         "text": "退款还没到账",
     }
     intake = f"{pipeline.url('intake')}/v1/feedback"
