@@ -8,6 +8,9 @@ Delivery contract (see docs/delivery.md):
 - transient failures are retried with backoff without advancing the offset;
 - messages that cannot be parsed or validated go to ``<topic>.dlq`` at once, with the
   reason in headers; handler faults go there after a bounded number of attempts;
+- a run of consecutive events of one type in a partition may go to a batch handler in
+  one call (one database round trip for many events); if the batch fails, its events
+  are handled one by one, so a fault is retried and dead-lettered for that event only;
 - on stop: no new fetches, the in-flight message finishes, offsets are committed and
   the consumer leaves its group.
 """
@@ -35,6 +38,8 @@ from shared.envelope import Event, KafkaRecord, PoisonMessage, from_record, to_r
 from shared.errors import BrokerUnavailable, is_transient
 from shared.logging import log_context
 from shared.metrics import (
+    BATCH_FALLBACKS,
+    BATCH_SIZE,
     CONSUMER_LAG,
     DLQ_MESSAGES,
     EVENTS_CONSUMED,
@@ -49,6 +54,10 @@ from shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event[Any]], Awaitable[Sequence[Event[Any]]]]
+BatchHandler = Callable[[Sequence[Event[Any]]], Awaitable[Sequence[Event[Any]]]]
+"""Handles several events of one type at once. It must leave the same state and return
+the same events (in any order) as the single-event handler called for each of them, and
+be just as idempotent: a batch that failed half-way is handled again one by one."""
 
 DLQ_HEADER_PREFIX = "dlq_"
 
@@ -179,12 +188,16 @@ class ConsumerLoop:
         client_id: str,
         handlers: Mapping[str, Handler],
         producer: EventProducer,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
         self._group_id = group_id
         self._client_id = client_id
         self._handlers = dict(handlers)
+        self._batch_handlers = {
+            name: handler for name, handler in (batch_handlers or {}).items() if name in handlers
+        }
         self._producer = producer
         self._consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
@@ -202,7 +215,7 @@ class ConsumerLoop:
         try:
             while not self._stop.is_set():
                 try:
-                    batch = await consumer.getmany(timeout_ms=500)
+                    batch = await self._fetch(consumer)
                 except KafkaError as exc:
                     log.warning("fetch failed, retrying: %s", exc)
                     await sleep_unless(self._stop, self._settings.retry_initial_s)
@@ -219,6 +232,24 @@ class ConsumerLoop:
             await consumer.stop()
             self.started = False
             log.info("consumer stopped", extra={"group": self._group_id})
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """What the broker has; with a linger set, waits that long for more to arrive
+        once something came, so that batch handlers see batches at moderate rates."""
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        batch = await consumer.getmany(timeout_ms=500)
+        linger = self._settings.kafka_batch_linger_ms
+        if not batch or linger <= 0 or not self._batch_handlers:
+            return batch
+        room = self._settings.kafka_max_poll_records - sum(len(m) for m in batch.values())
+        if room > 0:
+            await sleep_unless(self._stop, linger / 1000)
+            more = await consumer.getmany(timeout_ms=0, max_records=room)
+            for tp, messages in more.items():
+                batch.setdefault(tp, []).extend(messages)
+        return batch
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
         delay = self._settings.retry_initial_s
@@ -256,15 +287,79 @@ class ConsumerLoop:
         tp: TopicPartition,
         messages: Sequence[ConsumerRecord[bytes, bytes]],
     ) -> None:
-        for message in messages:
-            try:
-                await self._process(message)
-            except _Aborted:
-                # Unfinished: the next owner of this partition starts here again.
-                await self._commit(consumer)
-                raise
-            self._done_offsets[tp] = self._positions[tp] = message.offset + 1
+        run: list[tuple[ConsumerRecord[bytes, bytes], Event[Any]]] = []
+        try:
+            for message in messages:
+                try:
+                    event = from_record(message.key, message.value, message.headers or ())
+                except PoisonMessage as exc:
+                    await self._process_run(tp, run)
+                    run = []
+                    await self._process(message, exc)
+                    self._done(tp, message)
+                    continue
+                if event.name not in self._batch_handlers:
+                    await self._process_run(tp, run)
+                    run = []
+                    await self._process(message, event)
+                    self._done(tp, message)
+                    continue
+                if run and run[0][1].name != event.name:
+                    await self._process_run(tp, run)
+                    run = []
+                run.append((message, event))
+            await self._process_run(tp, run)
+        except _Aborted:
+            # Unfinished: the next owner of this partition starts here again.
+            await self._commit(consumer)
+            raise
         await self._commit(consumer)
+
+    def _done(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes]) -> None:
+        self._done_offsets[tp] = self._positions[tp] = message.offset + 1
+
+    async def _process_run(
+        self, tp: TopicPartition, run: Sequence[tuple[ConsumerRecord[bytes, bytes], Event[Any]]]
+    ) -> None:
+        """Consecutive events of one type: one call of the batch handler, or, if that
+        fails (or there is only one), each event on its own."""
+        if len(run) > 1 and await self._handle_batch(run):
+            self._done(tp, run[-1][0])
+            return
+        for message, event in run:
+            await self._process(message, event)
+            self._done(tp, message)
+
+    async def _handle_batch(
+        self, run: Sequence[tuple[ConsumerRecord[bytes, bytes], Event[Any]]]
+    ) -> bool:
+        name = run[0][1].name
+        events = [event for _, event in run]
+        started = time.perf_counter()
+        try:
+            outputs = await self._batch_handlers[name](events)
+            await self._producer.publish(outputs)
+        except Exception as exc:
+            if self._stop.is_set():
+                raise _Aborted from exc
+            BATCH_FALLBACKS.labels(name).inc()
+            log.warning(
+                "batch of %d %s events failed, handling them one by one: %r",
+                len(run),
+                name,
+                exc,
+            )
+            return False
+        elapsed = time.perf_counter() - started
+        now = datetime.now(UTC)
+        topic = run[0][0].topic
+        EVENTS_CONSUMED.labels(topic, name, "handled").inc(len(run))
+        BATCH_SIZE.labels(name).observe(len(run))
+        seconds, latency = HANDLER_SECONDS.labels(name), PIPELINE_LATENCY.labels(name)
+        for event in events:
+            seconds.observe(elapsed / len(run))
+            latency.observe(max(0.0, (now - event.time).total_seconds()))
+        return True
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         if not self._done_offsets:
@@ -282,11 +377,11 @@ class ConsumerLoop:
         except KafkaError as exc:
             log.warning("commit failed, the messages will be redelivered: %s", exc)
 
-    async def _process(self, message: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            event = from_record(message.key, message.value, message.headers or ())
-        except PoisonMessage as exc:
-            await self._dead_letter(message, exc.reason, kind="invalid", event_type="unknown")
+    async def _process(
+        self, message: ConsumerRecord[bytes, bytes], event: Event[Any] | PoisonMessage
+    ) -> None:
+        if isinstance(event, PoisonMessage):
+            await self._dead_letter(message, event.reason, kind="invalid", event_type="unknown")
             return
         handler = self._handlers.get(event.name)
         if handler is None:

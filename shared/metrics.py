@@ -44,6 +44,17 @@ HANDLER_SECONDS = Histogram(
     ["event_type"],
     buckets=LATENCY_BUCKETS,
 )
+BATCH_SIZE = Histogram(
+    "closeloop_consumer_batch_size",
+    "Events handed to a batch handler in one call",
+    ["event_type"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+BATCH_FALLBACKS = Counter(
+    "closeloop_consumer_batch_fallbacks_total",
+    "Batches that failed and were handled again one event at a time",
+    ["event_type"],
+)
 PIPELINE_LATENCY = Histogram(
     "closeloop_event_age_seconds",
     "Age of an event (now minus its CloudEvents time) when a consumer has handled it",

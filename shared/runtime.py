@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import db as dbmod
 from shared.errors import is_transient
-from shared.kafka import ConsumerLoop, EventProducer, Handler, sleep_unless
+from shared.kafka import BatchHandler, ConsumerLoop, EventProducer, Handler, sleep_unless
 from shared.logging import setup_logging
 from shared.metrics import DEPENDENCY_UP, HTTP_REQUESTS, HTTP_SECONDS, SERVICE_INFO
 from shared.settings import ServiceSettings
@@ -108,7 +108,11 @@ class Service:
     # --- wiring -------------------------------------------------------------------
 
     def consume(
-        self, topics: Sequence[str], handlers: Mapping[str, Handler], group: str | None = None
+        self,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        group: str | None = None,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self._consumers.append(
             ConsumerLoop(
@@ -118,6 +122,7 @@ class Service:
                 client_id=self.client_id,
                 handlers=handlers,
                 producer=self.producer,
+                batch_handlers=batch_handlers,
             )
         )
 

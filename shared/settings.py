@@ -26,6 +26,14 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_max_poll_records: int = Field(default=200, ge=1)
+    kafka_batch_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        le=5_000,
+        description="After a fetch that returned events, wait this long for more before "
+        "handling them, so that batch handlers get batches (fewer database round trips "
+        "per event) at the price of this much latency per hop; 0 turns it off",
+    )
     kafka_consumer_group: str | None = Field(
         default=None, description="Consumer group id; defaults to closeloop-<service>"
     )

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.router.api import router as api_router
 from services.router.config import load_policy
 from services.router.flows import CaseRouter
-from services.router.handlers import make_handlers
+from services.router.handlers import make_batch_handlers, make_handlers
 from services.router.scheduled import run_sweeps
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
@@ -42,7 +42,9 @@ def build(settings: RouterSettings | None = None) -> Service:
 
     service.on_startup(prepare)
     service.consume(
-        [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value], make_handlers(case_router)
+        [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value],
+        make_handlers(case_router),
+        batch_handlers=make_batch_handlers(case_router),
     )
     service.job(sweeps)
     return service

@@ -7,7 +7,7 @@ Every decision carries a human-readable reason that travels in ``case.routed``.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -174,6 +174,59 @@ def least_loaded(loads: Mapping[str, int], case_id: str) -> str:
     lowest = min(loads.values())
     tied = sorted(agent for agent, load in loads.items() if load == lowest)
     return tied[zlib.crc32(case_id.encode()) % len(tied)]
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What sharing out cases needs to know of an agent, as read in one snapshot."""
+
+    id: str
+    load: int
+    capacity: int
+    available: bool
+    holds: frozenset[str] = frozenset()
+    """Those of the cases being shared out that the agent holds already."""
+
+
+@dataclass
+class Shares:
+    """The outcome of sharing out a batch of new cases."""
+
+    agent_of: dict[str, str | None]
+    """Each case's agent; None: the case waits in its team queue."""
+    takes: dict[str, list[str]]
+    """For each agent, the cases it takes now (not those it held already)."""
+    unsettled: list[str]
+    """Cases held in a way the batch cannot settle (by several agents, or by one no
+    longer eligible): they are routed one by one."""
+
+
+def share_out(
+    cases: Sequence[tuple[str, Sequence[str]]], agents: Mapping[str, AgentState]
+) -> Shares:
+    """Give each case, in order, to the least loaded of its eligible agents who is
+    available and under capacity, counting the cases given before it; the same choice
+    ``least_loaded`` makes for one case at a time. A case an agent holds already (an
+    earlier attempt) stays with that agent."""
+    loads = {a.id: a.load for a in agents.values() if a.available}
+    shares = Shares(agent_of={}, takes={}, unsettled=[])
+    for case_id, eligible in cases:
+        holders = [a.id for a in agents.values() if case_id in a.holds]
+        if holders:
+            if len(holders) == 1 and holders[0] in eligible:
+                shares.agent_of[case_id] = holders[0]
+            else:
+                shares.unsettled.append(case_id)
+            continue
+        free = {a: loads[a] for a in eligible if a in loads and loads[a] < agents[a].capacity}
+        if not free:
+            shares.agent_of[case_id] = None
+            continue
+        chosen = least_loaded(free, case_id)
+        loads[chosen] += 1
+        shares.agent_of[case_id] = chosen
+        shares.takes.setdefault(chosen, []).append(case_id)
+    return shares
 
 
 def assignment_reason(

@@ -19,6 +19,8 @@ from typing import Any
 
 from services.router.config import RoutingPolicy
 from services.router.domain import (
+    AgentState,
+    Decision,
     Eligibility,
     RerouteReason,
     assignment_reason,
@@ -36,6 +38,7 @@ from services.router.domain import (
     more_urgent,
     priority_rank,
     queued_reason,
+    share_out,
 )
 from services.router.metrics import (
     AGENT_RELEASES,
@@ -103,6 +106,55 @@ class Reroute:
 
 
 RerouteFor = Callable[[dict[str, Any]], Reroute | None]
+
+
+@dataclass(frozen=True)
+class OpenPlan:
+    """A case about to be opened: what the policy decided, before an agent is chosen."""
+
+    case_id: str
+    data: FeedbackClassified
+    decision: Decision
+    eligibility: Eligibility
+
+    @property
+    def feedback(self) -> Feedback:
+        return self.data.feedback
+
+    @property
+    def classification(self) -> Classification:
+        return self.data.classification
+
+
+def customer_case(
+    cases: Sequence[dict[str, Any]],
+    feedback: Feedback,
+    classification: Classification,
+    case_id: str,
+    opened_since: datetime,
+) -> dict[str, Any] | None:
+    """Among ``cases``, the customer's most recent open case with this root cause opened
+    at or after ``opened_since`` (the one new feedback links to), other than ``case_id``."""
+    matching = [
+        case
+        for case in cases
+        if case["customer_key"] == feedback.customer_key
+        and case["root_cause"] == classification.root_cause.value
+        and case["status"] != "closed"
+        and case["opened_at"] >= opened_since
+        and case["_id"] != case_id
+    ]
+    return max(matching, key=lambda case: case["opened_at"], default=None)
+
+
+def same_cause_reason(
+    case: dict[str, Any], classification: Classification, policy: RoutingPolicy
+) -> str:
+    opened, window = case["opened_at"], policy.linking.window_days
+    return (
+        f"same customer and root cause {classification.root_cause.value} as case "
+        f"{case['_id']} opened {opened:%Y-%m-%d}, within {window:g} days"
+    )
 
 
 def reopen_reroute(reopen_count: int, reason: str) -> RerouteFor:
@@ -198,12 +250,7 @@ class CaseRouter:
         )
         if case is None:
             return None, ""
-        opened, window = case["opened_at"], self.policy.linking.window_days
-        why = (
-            f"same customer and root cause {classification.root_cause.value} as case "
-            f"{case['_id']} opened {opened:%Y-%m-%d}, within {window:g} days"
-        )
-        return case, why
+        return case, same_cause_reason(case, classification, self.policy)
 
     async def _link(
         self,
@@ -281,12 +328,36 @@ class CaseRouter:
         classification: Classification,
         now: datetime,
     ) -> list[Event[Any]]:
+        plan = self._plan_open(
+            case_id, FeedbackClassified(feedback=feedback, classification=classification)
+        )
+        agent = await self._take(case_id, plan.eligibility.agent_ids)
+        event = self._opened_event(plan, agent, now)
+        stored, created = await self.store.insert_case(new_case(event.data, event, now))
+        if not created:
+            return await self._opened_elsewhere(stored, agent)
+        await self._case_opened(event, agent, now)
+        # An earlier attempt, or a copy racing on the same feedback, may hold a place
+        # for this case: free it, and serve the queue it may have kept a case from.
+        routing = event.data.routing
+        freed = await self._released(await self.store.release_case(case_id, keep=routing.agent))
+        for team in sorted(freed):
+            await self.drain(team)
+        return [event]
+
+    def _plan_open(self, case_id: str, data: FeedbackClassified) -> OpenPlan:
+        feedback, classification = data.feedback, data.classification
         decision = decide(self.policy, feedback, classification)
-        first, last = deadlines(self.policy, decision.team, decision.priority, now)
         eligibility = eligible_agents(
             self.policy, decision.team, feedback.language, classification.root_cause
         )
-        agent = await self._take(case_id, eligibility.agent_ids)
+        return OpenPlan(case_id, data, decision, eligibility)
+
+    def _opened_event(
+        self, plan: OpenPlan, agent: dict[str, Any] | None, now: datetime
+    ) -> Event[CaseRouted]:
+        decision = plan.decision
+        first, last = deadlines(self.policy, decision.team, decision.priority, now)
         routing = Routing(
             priority=decision.priority,
             team=decision.team,
@@ -295,7 +366,7 @@ class CaseRouter:
             reason="; ".join(
                 [
                     decision.reason,
-                    self._agent_reason(decision.team, agent, eligibility),
+                    self._agent_reason(decision.team, agent, plan.eligibility),
                     deadlines_reason(self.policy, decision.team, first, last),
                 ]
             ),
@@ -305,36 +376,171 @@ class CaseRouter:
             queued=agent is None,
         )
         routed = CaseRouted(
-            case_id=case_id, feedback=feedback, classification=classification, routing=routing
+            case_id=plan.case_id,
+            feedback=plan.feedback,
+            classification=plan.classification,
+            routing=routing,
         )
-        event = new_event(routed, source=SOURCE, cause=f"{case_id}:{ROUTE_KEY}", time=now)
-        stored, created = await self.store.insert_case(new_case(routed, event, now))
-        if not created:
-            # Another router copy opened this case first; give back what this one took.
-            if agent is not None and stored.get("agent") != agent["_id"]:
-                await self.store.release_from(agent["_id"], case_id)
-            entry = find_history(stored, ROUTE_KEY)
-            if entry is None:
-                raise CaseKeptChanging(f"case {case_id} exists without its routing")
-            return [event_from_history(entry)]
+        return new_event(routed, source=SOURCE, cause=f"{plan.case_id}:{ROUTE_KEY}", time=now)
+
+    async def _opened_elsewhere(
+        self, stored: dict[str, Any], agent: dict[str, Any] | None
+    ) -> list[Event[Any]]:
+        """Another router copy opened this case first; give back what this one took."""
+        if agent is not None and stored.get("agent") != agent["_id"]:
+            await self.store.release_from(agent["_id"], stored["_id"])
+        entry = find_history(stored, ROUTE_KEY)
+        if entry is None:
+            raise CaseKeptChanging(f"case {stored['_id']} exists without its routing")
+        return [event_from_history(entry)]
+
+    async def _case_opened(
+        self, event: Event[CaseRouted], agent: dict[str, Any] | None, now: datetime
+    ) -> None:
+        routing = event.data.routing
         CASES_ROUTED.labels(routing.priority.value, routing.team).inc()
         await self._observe_assignment(routing, agent, now)
-        # An earlier attempt, or a copy racing on the same feedback, may hold a place
-        # for this case: free it, and serve the queue it may have kept a case from.
-        freed = await self._released(await self.store.release_case(case_id, keep=routing.agent))
-        for team in sorted(freed):
-            await self.drain(team)
         log.info(
             "case routed",
             extra={
-                "case_id": case_id,
+                "case_id": event.data.case_id,
+                "feedback_id": event.data.feedback.feedback_id,
                 "priority": routing.priority.value,
                 "team": routing.team,
                 "agent": routing.agent,
                 "rule": routing.rule,
             },
         )
-        return [event]
+
+    # --- feedback.classified, a batch at once ------------------------------------------
+
+    async def route_feedbacks(self, batch: Sequence[FeedbackClassified]) -> list[Event[Any]]:
+        """What ``route_feedback`` does for each, in order, in four database round trips
+        for a run of feedback from different customers: one read of the cases they may
+        concern, one of the agents who may take them, one conditional update of those
+        agents and one insert of the new cases. A customer's second feedback starts a new
+        run (it may link to the case the first opened); the unusual (a related case, a
+        redelivery, a race with another router copy) goes one by one."""
+        events: list[Event[Any]] = []
+        run: list[FeedbackClassified] = []
+        customers: set[str] = set()
+        for data in batch:
+            feedback = data.feedback
+            if feedback.related_case_id or feedback.customer_key in customers:
+                events += await self._route_run(run)
+                run, customers = [], set()
+            if feedback.related_case_id:
+                events += await self.route_feedback(data)
+                continue
+            run.append(data)
+            customers.add(feedback.customer_key)
+        events += await self._route_run(run)
+        return events
+
+    async def _route_run(self, run: Sequence[FeedbackClassified]) -> list[Event[Any]]:
+        """Feedback of different customers, none naming a related case."""
+        if not run:
+            return []
+        now = self.clock()
+        events: list[Event[Any]] = []
+        one_by_one: list[FeedbackClassified] = []
+        to_open: list[OpenPlan] = []
+        known = await self.store.cases_for(
+            case_ids=[case_id_for(d.feedback.feedback_id) for d in run],
+            feedback_ids=[d.feedback.feedback_id for d in run],
+            customer_keys=[d.feedback.customer_key for d in run],
+            opened_since=min(link_cutoff(self.policy, d.feedback) for d in run),
+        )
+        for data in run:
+            feedback, classification = data.feedback, data.classification
+            case_id = case_id_for(feedback.feedback_id)
+            if any(
+                case["_id"] == case_id or feedback.feedback_id in case.get("linked_feedback", [])
+                for case in known
+            ):
+                one_by_one.append(data)  # handled before: say it again from its history
+                continue
+            cutoff = link_cutoff(self.policy, feedback)
+            target = customer_case(known, feedback, classification, case_id, cutoff)
+            if target is None:
+                to_open.append(self._plan_open(case_id, data))
+                continue
+            why = same_cause_reason(target, classification, self.policy)
+            with log_context(feedback_id=feedback.feedback_id, customer_key=feedback.customer_key):
+                linked = await self._link(target, feedback, classification, why, now)
+            if linked is None:
+                one_by_one.append(data)
+            else:
+                events += linked
+        if to_open:
+            opened, left = await self._open_cases(to_open, now)
+            events += opened
+            one_by_one += [plan.data for plan in left]
+        order = {id(data): i for i, data in enumerate(run)}
+        for data in sorted(one_by_one, key=lambda d: order[id(d)]):
+            events += await self.route_feedback(data)
+        return events
+
+    async def _open_cases(
+        self, plans: Sequence[OpenPlan], now: datetime
+    ) -> tuple[list[Event[Any]], list[OpenPlan]]:
+        """Open the cases of ``plans``; returns their events and the plans left for the
+        one-by-one path."""
+        case_ids = [plan.case_id for plan in plans]
+        eligible = sorted({a for plan in plans for a in plan.eligibility.agent_ids})
+        agents = {str(a["_id"]): a for a in await self.store.agents_for(eligible, case_ids)}
+        shares = share_out(
+            [(plan.case_id, plan.eligibility.agent_ids) for plan in plans],
+            {
+                agent_id: AgentState(
+                    id=agent_id,
+                    load=int(agent["load"]),
+                    capacity=int(agent["capacity"]),
+                    available=bool(agent.get("available")) and not agent.get("retired"),
+                    holds=frozenset(agent.get("open_cases", [])).intersection(case_ids),
+                )
+                for agent_id, agent in agents.items()
+            },
+        )
+        chosen, takes, unsettled = shares.agent_of, shares.takes, set(shares.unsettled)
+        reads = {
+            a: (int(agents[a]["load"]), int(agents[a]["capacity"]), c) for a, c in takes.items()
+        }
+        if not await self.store.take_many(reads):
+            # Another router changed some of these agents meanwhile: keep the takes that
+            # went through, route the others one by one.
+            holding = await self.store.agents_holding(case_ids)
+            for agent_id, cases in takes.items():
+                for case_id in set(cases) - holding.get(agent_id, set()):
+                    chosen.pop(case_id)
+                    unsettled.add(case_id)
+        # Each case names its agent at the load right after taking it.
+        running = {a: int(agents[a]["load"]) for a in takes}
+        opened: list[tuple[Event[CaseRouted], dict[str, Any] | None]] = []
+        for plan in plans:
+            if plan.case_id not in chosen:
+                continue
+            taker = chosen[plan.case_id]
+            agent: dict[str, Any] | None = None
+            if taker is not None and plan.case_id in takes.get(taker, []):
+                running[taker] += 1
+                agent = {**agents[taker], "load": running[taker]}
+            elif taker is not None:
+                agent = agents[taker]
+            opened.append((self._opened_event(plan, agent, now), agent))
+        created = await self.store.insert_cases([new_case(e.data, e, now) for e, _ in opened])
+        events: list[Event[Any]] = []
+        for event, agent in opened:
+            case_id = event.data.case_id
+            if case_id in created:
+                await self._case_opened(event, agent, now)
+                events.append(event)
+                continue
+            stored = await self.store.get_case(case_id)
+            if stored is None:
+                raise CaseKeptChanging(f"case {case_id} could not be stored")
+            events += await self._opened_elsewhere(stored, agent)
+        return events, [plan for plan in plans if plan.case_id in unsettled]
 
     def _agent_reason(
         self, team: str, agent: dict[str, Any] | None, eligibility: Eligibility

@@ -22,7 +22,14 @@ from shared.contracts import (
     SlaBreached,
 )
 from shared.envelope import Event
-from shared.kafka import Handler
+from shared.kafka import BatchHandler, Handler
+
+
+def make_batch_handlers(router: CaseRouter) -> dict[str, BatchHandler]:
+    async def on_feedback_classified(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        return await router.route_feedbacks([event.data for event in events])
+
+    return {FeedbackClassified.event_name: on_feedback_classified}
 
 
 def make_handlers(router: CaseRouter) -> dict[str, Handler]:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.router.config import RoutingPolicy
 from shared.contracts import CaseRouted
@@ -29,6 +29,7 @@ from shared.db import Document
 from shared.envelope import Event
 
 SOURCE = "/closeloop/router"
+DUPLICATE_KEY = 11000
 
 
 def history_entry(key: str, event: Event[CaseRouted]) -> dict[str, Any]:
@@ -157,6 +158,50 @@ class RouterStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def agents_for(
+        self, agent_ids: Sequence[str], case_ids: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """In one read: the agents of ``agent_ids``, and every agent holding one of
+        ``case_ids`` (a place taken by an earlier attempt)."""
+        cursor = self.agents.find(
+            {"$or": [{"_id": {"$in": list(agent_ids)}}, {"open_cases": {"$in": list(case_ids)}}]}
+        )
+        return [doc async for doc in cursor]
+
+    async def take_many(self, takes: dict[str, tuple[int, int, list[str]]]) -> bool:
+        """Give each agent its cases: ``takes`` maps an agent id to the load and capacity
+        the choice was made on and the cases. One round trip; each agent's update is
+        atomic and only applies if the agent is still available, at that load and
+        capacity, under capacity after the take and holds none of the cases. True if
+        every agent's update applied."""
+        if not takes:
+            return True
+        requests = [
+            UpdateOne(
+                {
+                    "_id": agent_id,
+                    "load": load,
+                    "capacity": capacity,
+                    "available": True,
+                    "retired": {"$ne": True},
+                    "open_cases": {"$nin": cases},
+                },
+                {"$push": {"open_cases": {"$each": cases}}, "$inc": {"load": len(cases)}},
+            )
+            for agent_id, (load, capacity, cases) in takes.items()
+            if load + len(cases) <= capacity
+        ]
+        if len(requests) < len(takes):
+            return False
+        result = await self.agents.bulk_write(requests, ordered=False)
+        return result.modified_count == len(requests)
+
+    async def agents_holding(self, case_ids: Sequence[str]) -> dict[str, set[str]]:
+        """For each agent holding some of ``case_ids``: which."""
+        wanted = set(case_ids)
+        cursor = self.agents.find({"open_cases": {"$in": list(case_ids)}}, {"open_cases": 1})
+        return {str(doc["_id"]): wanted.intersection(doc["open_cases"]) async for doc in cursor}
+
     async def holds(self, agent_id: str, case_id: str) -> bool:
         return await self.agents.find_one({"_id": agent_id, "open_cases": case_id}) is not None
 
@@ -207,6 +252,49 @@ class RouterStore:
                 raise
             return existing, False
         return case, True
+
+    async def cases_for(
+        self,
+        *,
+        case_ids: Sequence[str],
+        feedback_ids: Sequence[str],
+        customer_keys: Sequence[str],
+        opened_since: datetime,
+    ) -> list[dict[str, Any]]:
+        """In one read, every case a batch of feedback may concern: the cases it opened
+        or was linked to already, and the customers' open cases recent enough to link
+        to."""
+        if not case_ids:
+            return []
+        cursor = self.cases.find(
+            {
+                "$or": [
+                    {"_id": {"$in": list(case_ids)}},
+                    {"linked_feedback": {"$in": list(feedback_ids)}},
+                    {
+                        "customer_key": {"$in": list(customer_keys)},
+                        "status": {"$ne": "closed"},
+                        "opened_at": {"$gte": opened_since},
+                    },
+                ]
+            }
+        )
+        return [doc async for doc in cursor]
+
+    async def insert_cases(self, cases: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert cases in one round trip; returns the ids this call created (the others
+        were stored by another router copy first)."""
+        if not cases:
+            return set()
+        try:
+            await self.cases.insert_many(list(cases), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            duplicates = {int(error["index"]) for error in errors}
+            return {case["_id"] for i, case in enumerate(cases) if i not in duplicates}
+        return {case["_id"] for case in cases}
 
     async def open_case_for(
         self, customer_key: str, root_cause: str, opened_since: datetime, exclude: str

@@ -22,7 +22,7 @@ from shared.contracts import (
     Urgency,
 )
 from shared.envelope import Event, from_record, new_event, to_record
-from shared.kafka import ConsumerLoop, EventProducer, Handler
+from shared.kafka import BatchHandler, ConsumerLoop, EventProducer, Handler
 from shared.settings import ServiceSettings
 from tests.conftest import Infra
 from tests.support import (
@@ -250,3 +250,95 @@ async def test_stopping_mid_retry_commits_nothing_and_the_next_owner_gets_the_me
     async with Running(consumer_loop(infra, topic, group, healthy, producer)):
         await eventually(lambda: bool(second_owner))
     assert second_owner == [event.id]
+
+
+# --- batch handlers ---------------------------------------------------------------------
+
+
+def batching_loop(
+    infra: Infra,
+    topic: str,
+    group: str,
+    handler: Handler,
+    batch_handler: BatchHandler,
+    producer: EventProducer,
+) -> ConsumerLoop:
+    return ConsumerLoop(
+        settings=settings(infra).model_copy(update={"kafka_batch_linger_ms": 100}),
+        topics=[topic],
+        group_id=group,
+        client_id="test",
+        handlers={"feedback.received": handler},
+        batch_handlers={"feedback.received": batch_handler},
+        producer=producer,
+    )
+
+
+async def test_waiting_events_go_to_the_batch_handler_in_one_call_and_are_committed(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    calls: list[list[str]] = []
+
+    async def one(event: Event[Any]) -> Sequence[Event[Any]]:
+        calls.append([event.id])
+        return [classified_of(event)]
+
+    async def many(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        calls.append([event.id for event in events])
+        return [classified_of(event) for event in events]
+
+    events = [received() for _ in range(12)]
+    for event in events:
+        await put(infra, topic, event)
+    async with (
+        TopicReader(infra.bootstrap, Topic.FEEDBACK_CLASSIFIED) as reader,
+        Running(batching_loop(infra, topic, group, one, many, producer)),
+    ):
+        for event in events:
+            await reader.wait_for(with_id(classified_of(event).id))
+    assert [i for call in calls for i in call] == [e.id for e in events]
+    assert len(calls) < len(events) and max(len(call) for call in calls) > 1
+    assert await committed(infra, topic, group) == 12
+
+
+async def test_a_failed_batch_is_handled_one_by_one_and_only_the_bad_event_is_dead_lettered(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    events = [received() for _ in range(4)]
+    bad = events[2].id
+    handled: list[str] = []
+
+    async def one(event: Event[Any]) -> Sequence[Event[Any]]:
+        if event.id == bad:
+            raise ValueError("cannot route this one")
+        handled.append(event.id)
+        return [classified_of(event)]
+
+    async def many(batch: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        if any(event.id == bad for event in batch):
+            raise ValueError("cannot route this one")
+        handled.extend(event.id for event in batch)
+        return [classified_of(event) for event in batch]
+
+    for event in events[:2]:
+        await put(infra, topic, event)
+    await produce_raw(infra.bootstrap, topic, b"\x00garbage", key=b"poison")
+    for event in events[2:]:
+        await put(infra, topic, event)
+    async with (
+        TopicReader(infra.bootstrap, f"{topic}.dlq") as dlq,
+        Running(batching_loop(infra, topic, group, one, many, producer)),
+    ):
+        poison = await dlq.wait_for_record(lambda r: r.key == b"poison")
+        failed = await dlq.wait_for_record(lambda r: dict(r.headers)["dlq_kind"] == b"failed")
+
+        async def all_committed() -> bool:
+            return await committed(infra, topic, group) == 5
+
+        await eventually(all_committed)
+    assert from_record(failed.key, failed.value, failed.headers).id == bad
+    assert dict(poison.headers)["dlq_kind"] == b"invalid"
+    assert sorted(handled) == sorted(e.id for e in events if e.id != bad)
+    assert len(handled) == 3
