@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from services.followup.api import router as api_router
 from services.followup.auth import ApiKeys
 from services.followup.flows import Followup
-from services.followup.handlers import make_handlers
+from services.followup.handlers import make_batch_handlers, make_handlers
 from services.followup.links import SurveyLinks
 from services.followup.outbox import relay
 from services.followup.page import SurveyPages
@@ -63,7 +63,12 @@ def build(
     app.state.pages = SurveyPages()
 
     service.on_startup(store.ensure_indexes)
-    service.consume([Topic.CASE_ROUTED.value], make_handlers(store, policy))
+    handlers = make_handlers(store, policy)
+    service.consume(
+        [Topic.CASE_ROUTED.value],
+        handlers,
+        batch_handlers=make_batch_handlers(store, policy, handlers),
+    )
 
     async def outbox_relay(stop: asyncio.Event) -> None:
         await relay(service.producer, store, settings.outbox_retry_after_s, stop)

@@ -23,7 +23,7 @@ from services.followup.store import FollowupStore
 from shared.clock import utcnow
 from shared.contracts import CallbackScheduled, CaseRouted
 from shared.envelope import Event, derive_id, new_event
-from shared.kafka import Handler
+from shared.kafka import BatchHandler, Handler
 from shared.logging import log_context
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,50 @@ def timers_of(case: Case, policy: FollowupPolicy) -> list[DueItem]:
     if case["status"] in ("open", "reopened"):
         items += sla_timers(case["_id"], case["sla"], policy.sla.warning_share)
     return items
+
+
+def make_batch_handlers(
+    store: FollowupStore, policy: FollowupPolicy, handlers: dict[str, Handler]
+) -> dict[str, BatchHandler]:
+    """case.routed in batches: the cases a batch opens take three round trips together
+    (read which exist, schedule their timed work, insert them); everything else about
+    the batch is handed to the single-event handler, after those, in order."""
+    one = handlers[CaseRouted.event_name]
+
+    async def on_cases_routed(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        unlinked = [e.data.case_id for e in events if e.data.linked_to is None]
+        stored = await store.get_many(sorted(set(unlinked)))
+        now = utcnow()
+        opening: dict[str, tuple[Case, list[DueItem], Event[Any]]] = {}
+        later: list[Event[Any]] = []
+        seen: set[str] = set()
+        for event in events:
+            routed: CaseRouted = event.data
+            first = routed.case_id not in seen
+            seen.add(routed.case_id)
+            if first and meaning_of_routed(stored.get(routed.case_id), routed) == "new":
+                case, items = new_case(routed, now, policy)
+                opening[routed.case_id] = (case, items, event)
+            else:
+                later.append(event)
+        await store.schedule([item for _, items, _ in opening.values() for item in items])
+        created = await store.insert_cases([case for case, _, _ in opening.values()])
+        out: list[Event[Any]] = []
+        for case_id, (case, _, event) in opening.items():
+            if case_id not in created:
+                later.append(event)
+                continue
+            routing = event.data.routing
+            metrics.CASES_OPENED.labels(routing.priority.value, routing.team).inc()
+            with log_context(case_id=case_id, feedback_id=event.data.feedback.feedback_id):
+                log.info("case opened")
+            out += routing_callback_event(case, 0)
+        order = {id(event): i for i, event in enumerate(events)}
+        for event in sorted(later, key=lambda e: order[id(e)]):
+            out += await one(event)
+        return out
+
+    return {CaseRouted.event_name: on_cases_routed}
 
 
 def make_handlers(store: FollowupStore, policy: FollowupPolicy) -> dict[str, Handler]:
