@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.classifier.config import load_taxonomy
-from services.classifier.handlers import make_handlers
+from services.classifier.handlers import make_batch_handlers, make_handlers
 from services.classifier.model import load
 from services.classifier.settings import ClassifierSettings
 from shared.contracts import Topic
@@ -15,5 +15,9 @@ def build(settings: ClassifierSettings | None = None) -> Service:
     taxonomy = load_taxonomy(settings.taxonomy_file)
     model = load(settings.artifact_file or taxonomy.artifact_path)
     service = Service("classifier", settings)
-    service.consume([Topic.FEEDBACK_RECEIVED.value], make_handlers(taxonomy, model))
+    service.consume(
+        [Topic.FEEDBACK_RECEIVED.value],
+        make_handlers(taxonomy, model),
+        batch_handlers=make_batch_handlers(taxonomy, model),
+    )
     return service

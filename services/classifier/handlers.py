@@ -8,11 +8,11 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.classifier.config import Taxonomy
-from services.classifier.domain import classify
+from services.classifier.domain import classify_batch
 from services.classifier.model import CauseModel
-from shared.contracts import FeedbackClassified, FeedbackReceived
+from shared.contracts import Classification, FeedbackClassified, FeedbackReceived
 from shared.envelope import Event, new_event
-from shared.kafka import Handler
+from shared.kafka import BatchHandler, Handler
 
 SOURCE = "/closeloop/classifier"
 
@@ -36,17 +36,34 @@ MODEL_INFO = Gauge(
 )
 
 
+def observe(classification: Classification) -> None:
+    CLASSIFIED.labels(classification.root_cause.value, classification.urgency.value).inc()
+    CONFIDENCE.observe(classification.confidence)
+    if classification.needs_review:
+        NEEDS_REVIEW.inc()
+
+
+def make_batch_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, BatchHandler]:
+    """feedback.received in batches: the model scores a whole batch in one pass."""
+
+    async def on_feedback_received(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        received: list[FeedbackReceived] = [event.data for event in events]
+        classifications = classify_batch(taxonomy, model, [r.feedback for r in received])
+        out: list[Event[Any]] = []
+        for event, data, classification in zip(events, received, classifications, strict=True):
+            observe(classification)
+            classified = FeedbackClassified(feedback=data.feedback, classification=classification)
+            out.append(new_event(classified, source=SOURCE, cause=event.id))
+        return out
+
+    return {FeedbackReceived.event_name: on_feedback_received}
+
+
 def make_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, Handler]:
     MODEL_INFO.labels(f"{model.version}+{taxonomy.version}").set(1)
+    batch = make_batch_handlers(taxonomy, model)[FeedbackReceived.event_name]
 
     async def on_feedback_received(event: Event[Any]) -> Sequence[Event[Any]]:
-        received: FeedbackReceived = event.data
-        classification = classify(taxonomy, model, received.feedback)
-        CLASSIFIED.labels(classification.root_cause.value, classification.urgency.value).inc()
-        CONFIDENCE.observe(classification.confidence)
-        if classification.needs_review:
-            NEEDS_REVIEW.inc()
-        out = FeedbackClassified(feedback=received.feedback, classification=classification)
-        return [new_event(out, source=SOURCE, cause=event.id)]
+        return await batch([event])
 
     return {FeedbackReceived.event_name: on_feedback_received}
