@@ -248,6 +248,8 @@ def main() -> int:
                 Topic.FEEDBACK_RECEIVED.value,
                 "--target",
                 RELAY_TOPIC,
+                "--fetch-max-wait-ms",
+                str(devstack.LOCAL_FETCH_MAX_WAIT_MS),
             ],
             log=data_dir / "logs" / "relay.log",
         )

@@ -15,7 +15,9 @@ import signal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
-async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
+async def relay(
+    bootstrap: str, source: str, target: str, group: str, fetch_max_wait_ms: int
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -29,6 +31,7 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
         auto_offset_reset="earliest",
         session_timeout_ms=2000,
         heartbeat_interval_ms=400,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
     await producer.start()
     await consumer.start()
@@ -54,8 +57,11 @@ def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--group", default="closeloop-bench-relay")
+    parser.add_argument(
+        "--fetch-max-wait-ms", type=int, default=500, help="as the services' setting"
+    )
     args = parser.parse_args()
-    asyncio.run(relay(args.bootstrap, args.source, args.target, args.group))
+    asyncio.run(relay(args.bootstrap, args.source, args.target, args.group, args.fetch_max_wait_ms))
 
 
 if __name__ == "__main__":

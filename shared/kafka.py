@@ -264,6 +264,7 @@ class ConsumerLoop:
                 session_timeout_ms=self._settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
                 max_poll_records=self._settings.kafka_max_poll_records,
+                fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
                 request_timeout_ms=max(self._settings.kafka_request_timeout_ms, 5000),
             )
             try:

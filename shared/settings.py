@@ -26,6 +26,13 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_max_poll_records: int = Field(default=200, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        le=30_000,
+        description="Longest a fetch waits at the broker for data; Apache Kafka answers as "
+        "soon as data arrives, the local broker only when the wait ends",
+    )
     kafka_batch_linger_ms: int = Field(
         default=20,
         ge=0,
