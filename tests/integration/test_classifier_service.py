@@ -21,6 +21,7 @@ async def test_feedback_received_becomes_feedback_classified_once(infra: Infra) 
         kafka_bootstrap=infra.bootstrap,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=400,
+        kafka_fetch_max_wait_ms=devstack.LOCAL_FETCH_MAX_WAIT_MS,
         kafka_consumer_group=f"test-classifier-{uuid.uuid4().hex[:8]}",
     )
     feedback = a_feedback(

@@ -48,6 +48,7 @@ def settings(infra: Infra) -> ServiceSettings:
         kafka_bootstrap=infra.bootstrap,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=400,
+        kafka_fetch_max_wait_ms=devstack.LOCAL_FETCH_MAX_WAIT_MS,
         retry_initial_s=0.05,
         retry_max_s=0.2,
         handler_max_attempts=3,

@@ -22,6 +22,7 @@ from services.followup.outbox import publish_outbox, relay
 from services.followup.policy import FollowupPolicy, load_policy
 from services.followup.settings import FollowupSettings
 from services.followup.store import FollowupStore
+from shared import devstack
 from shared.clock import utcnow
 from shared.contracts import CaseRouted, Priority, Topic
 from shared.db import Document
@@ -47,6 +48,7 @@ def followup_settings(infra: Infra, database: str, **overrides: Any) -> Followup
         "kafka_consumer_group": f"followup-test-{uuid.uuid4().hex[:8]}",
         "kafka_session_timeout_ms": 2000,
         "kafka_heartbeat_interval_ms": 400,
+        "kafka_fetch_max_wait_ms": devstack.LOCAL_FETCH_MAX_WAIT_MS,
         "api_keys": {"test": SecretStr(API_KEY)},
         "survey_secret": SecretStr(SURVEY_SECRET),
         "due_poll_s": 0.1,

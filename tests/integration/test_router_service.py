@@ -18,6 +18,7 @@ from services.router.app import build
 from services.router.config import RoutingPolicy
 from services.router.domain import case_id_for
 from services.router.settings import RouterSettings
+from shared import devstack
 from shared.contracts import (
     CaseReopened,
     CaseResolved,
@@ -75,6 +76,7 @@ def router_settings(infra: Infra, database: str, policy_file: Path, group: str) 
         kafka_consumer_group=group,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=400,
+        kafka_fetch_max_wait_ms=devstack.LOCAL_FETCH_MAX_WAIT_MS,
         mongo_url=infra.mongo_url,
         mongo_database=database,
         policy_file=policy_file,
