@@ -416,8 +416,8 @@ class CaseRouter:
 
     async def route_feedbacks(self, batch: Sequence[FeedbackClassified]) -> list[Event[Any]]:
         """What ``route_feedback`` does for each, in order, in four database round trips
-        for a run of feedback from different customers: one read of the cases they may
-        concern, one of the agents who may take them, one conditional update of those
+        for a run of feedback from different customers: one read of those customers'
+        cases, one of the agents who may take them, one conditional update of those
         agents and one insert of the new cases. A customer's second feedback starts a new
         run (it may link to the case the first opened); the unusual (a related case, a
         redelivery, a race with another router copy) goes one by one."""
@@ -445,12 +445,7 @@ class CaseRouter:
         events: list[Event[Any]] = []
         one_by_one: list[FeedbackClassified] = []
         to_open: list[OpenPlan] = []
-        known = await self.store.cases_for(
-            case_ids=[case_id_for(d.feedback.feedback_id) for d in run],
-            feedback_ids=[d.feedback.feedback_id for d in run],
-            customer_keys=[d.feedback.customer_key for d in run],
-            opened_since=min(link_cutoff(self.policy, d.feedback) for d in run),
-        )
+        known = await self.store.cases_of_customers([d.feedback.customer_key for d in run])
         for data in run:
             feedback, classification = data.feedback, data.classification
             case_id = case_id_for(feedback.feedback_id)

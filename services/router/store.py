@@ -253,31 +253,16 @@ class RouterStore:
             return existing, False
         return case, True
 
-    async def cases_for(
-        self,
-        *,
-        case_ids: Sequence[str],
-        feedback_ids: Sequence[str],
-        customer_keys: Sequence[str],
-        opened_since: datetime,
-    ) -> list[dict[str, Any]]:
-        """In one read, every case a batch of feedback may concern: the cases it opened
-        or was linked to already, and the customers' open cases recent enough to link
-        to."""
-        if not case_ids:
+    async def cases_of_customers(self, customer_keys: Sequence[str]) -> list[dict[str, Any]]:
+        """In one read, every case of these customers (without history, outbox and seen
+        events): the cases a batch of their feedback may have opened or been linked to
+        already, and the open cases it may link to. One indexed condition: a database
+        serves it at once, where an ``$or`` of several may cost a scan."""
+        if not customer_keys:
             return []
         cursor = self.cases.find(
-            {
-                "$or": [
-                    {"_id": {"$in": list(case_ids)}},
-                    {"linked_feedback": {"$in": list(feedback_ids)}},
-                    {
-                        "customer_key": {"$in": list(customer_keys)},
-                        "status": {"$ne": "closed"},
-                        "opened_at": {"$gte": opened_since},
-                    },
-                ]
-            }
+            {"customer_key": {"$in": sorted(set(customer_keys))}},
+            {"history": 0, "outbox": 0, "seen": 0},
         )
         return [doc async for doc in cursor]
 
