@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run test lint fmt clean prometheus
+.PHONY: help env run test lint fmt clean prometheus chromium
 
 help:
 	@echo "make run   - start the whole system locally (broker, database, four services)"
@@ -45,7 +45,23 @@ prometheus:
 	  fi; \
 	fi
 
-test: env prometheus
+# tests/e2e/test_survey_browser.py drives the survey page in Debian's chromium (through
+# playwright, never a downloaded browser). Installed once when missing (CI runs as root on
+# Debian); CLOSELOOP_CHROMIUM points the tests at another chromium binary.
+chromium:
+	@if [ ! -x "$${CLOSELOOP_CHROMIUM:-/usr/bin/chromium}" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium package (headless browser for tests/e2e)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: install Debian's chromium package" \
+	      "(apt-get install chromium) or set CLOSELOOP_CHROMIUM; tests/e2e needs it" >&2; \
+	  fi; \
+	fi
+
+test: env prometheus chromium
 	$(PY) -m pytest
 
 lint: env

@@ -665,8 +665,8 @@ class Followup:
             d.timeline.append(
                 entry(now, "sla.warning", f"{kind} due {clock['due_at'].isoformat()}")
             )
-            team = case["team"]
-            d.on_commit.append(lambda _: metrics.SLA_WARNINGS.labels(team, kind).inc())
+            team, priority = case["team"], case["priority"]
+            d.on_commit.append(lambda _: metrics.SLA_WARNINGS.labels(team, kind, priority).inc())
             return d
 
         return decide
@@ -752,6 +752,6 @@ class Followup:
 def _count_deadline(kind: SlaKind, met: bool) -> Callable[[Case], None]:
     def count(case: Case) -> None:
         counter = metrics.SLA_MET if met else metrics.SLA_BREACHES
-        counter.labels(case["team"], kind).inc()
+        counter.labels(case["team"], kind, case["priority"]).inc()
 
     return count

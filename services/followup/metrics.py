@@ -24,16 +24,22 @@ RESOLUTION_SECONDS = Histogram(
     ["team"],
     buckets=(600, 1800, 3600, 4 * 3600, 8 * 3600, 24 * 3600, 72 * 3600, 7 * 86400, 30 * 86400),
 )
+# SLA counters carry the case's priority at the time (from its current routing) so that
+# attainment can be read per priority as well as per team and deadline.
 SLA_WARNINGS = Counter(
-    "closeloop_sla_warnings_total", "sla.warning events, by team and deadline", ["team", "sla"]
+    "closeloop_sla_warnings_total",
+    "sla.warning events, by team, deadline and priority",
+    ["team", "sla", "priority"],
 )
 SLA_BREACHES = Counter(
     "closeloop_sla_breaches_total",
-    "Deadlines missed (sla.breached), by team and deadline",
-    ["team", "sla"],
+    "Deadlines missed (sla.breached), by team, deadline and priority",
+    ["team", "sla", "priority"],
 )
 SLA_MET = Counter(
-    "closeloop_sla_met_total", "Deadlines met in time, by team and deadline", ["team", "sla"]
+    "closeloop_sla_met_total",
+    "Deadlines met in time, by team, deadline and priority",
+    ["team", "sla", "priority"],
 )
 CALLBACKS = Counter(
     "closeloop_callbacks_total", "Callback outcomes recorded by agents", ["outcome"]

@@ -176,7 +176,7 @@ async def test_an_agent_responds_notes_and_resolves_through_the_api(api: Api) ->
     full = (await api.http.get(f"/v1/cases/{case_id}")).json()
     assert [r["by"] for r in full["responses"]] == ["agent-wang-fang", "agent-wang-fang"]
     metrics = (await api.http.get("/metrics")).text
-    assert 'closeloop_sla_met_total{sla="first_response",team="logistics"}' in metrics
+    assert 'closeloop_sla_met_total{priority="P3",sla="first_response",team="logistics"}' in metrics
 
 
 async def test_the_survey_page_in_chinese_and_english_closes_a_satisfied_case_once(

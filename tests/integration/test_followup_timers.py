@@ -79,13 +79,16 @@ async def test_sla_warning_at_80_percent_then_breach_at_the_deadline(
     t0 = utcnow()
     routed = routed_at(t0)
     await rig.route(routed)
-    breaches = sample("closeloop_sla_breaches_total", team="logistics", sla="first_response")
+    labels = {"team": "logistics", "sla": "first_response", "priority": "P2"}
+    warnings = sample("closeloop_sla_warnings_total", **labels)
+    breaches = sample("closeloop_sla_breaches_total", **labels)
 
     assert await drain(rig, t0 + timedelta(hours=3, minutes=11)) == 0
     assert await drain(rig, t0 + timedelta(hours=3, minutes=12)) == 1
     (warning,) = await events_of(lifecycle, routed.case_id, 1)
     assert (warning.name, warning.data.sla) == ("sla.warning", "first_response")
     assert warning.data.due_at == t0 + timedelta(hours=4)
+    assert sample("closeloop_sla_warnings_total", **labels) == warnings + 1
 
     assert await drain(rig, t0 + timedelta(hours=4)) == 2  # the breach and the callback
     events = await events_of(lifecycle, routed.case_id, 3)
@@ -93,9 +96,7 @@ async def test_sla_warning_at_80_percent_then_breach_at_the_deadline(
         ("sla.breached", "first_response"),
         ("callback.due", None),
     }
-    assert sample("closeloop_sla_breaches_total", team="logistics", sla="first_response") == (
-        breaches + 1
-    )
+    assert sample("closeloop_sla_breaches_total", **labels) == breaches + 1
     case = await rig.store.get(routed.case_id)
     assert case is not None
     assert case["sla"]["first_response"]["state"] == "breached"
@@ -112,7 +113,8 @@ async def test_a_deadline_met_in_time_cancels_its_timers(rig: Rig, lifecycle: To
     t0 = utcnow()
     routed = routed_at(t0)
     await rig.route(routed)
-    met = sample("closeloop_sla_met_total", team="logistics", sla="first_response")
+    labels = {"team": "logistics", "sla": "first_response", "priority": "P2"}
+    met = sample("closeloop_sla_met_total", **labels)
     case = await rig.followup.respond(
         routed.case_id,
         by="agent-wang-fang",
@@ -123,7 +125,7 @@ async def test_a_deadline_met_in_time_cancels_its_timers(rig: Rig, lifecycle: To
     assert case["sla"]["first_response"]["state"] == "met"
     (first,) = await events_of(lifecycle, routed.case_id, 1)
     assert (first.name, first.data.within_sla) == ("case.first_response", True)
-    assert sample("closeloop_sla_met_total", team="logistics", sla="first_response") == met + 1
+    assert sample("closeloop_sla_met_total", **labels) == met + 1
 
     # A second response is only a timeline entry.
     case = await rig.followup.respond(
