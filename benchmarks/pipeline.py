@@ -59,6 +59,8 @@ class RoundResult:
     latencies: list[float]
     cpu_per_event_ms: dict[str, float]
     db_per_event: dict[str, float]
+    marginal_cpu_ms: dict[str, float]
+    """CPU per event above what the process spends idle in the same time."""
 
     def pct(self, share: float) -> float:
         ordered = sorted(self.latencies)
@@ -103,8 +105,10 @@ async def measure_round(
     watcher: RoutedWatcher,
     rate: float,
     duration: float,
+    idle_cpu: dict[str, float],
 ) -> RoundResult:
     ports = stack.service_ports()
+    started = time.monotonic()
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     db_before = {name: db_commands(ports[name]) for name in ("router", "followup")}
     load = await run_load(
@@ -132,11 +136,23 @@ async def measure_round(
         throughput = 0.0
     await asyncio.sleep(1.0)  # let the relay and followup finish their share
     events = max(1, len(routed))
-    cpu = {
-        name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / events for name, pid in pids.items()
+    used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    elapsed = time.monotonic() - started
+    cpu = {name: seconds * 1000 / events for name, seconds in used.items()}
+    marginal = {
+        name: max(0.0, seconds - idle_cpu[name] * elapsed) * 1000 / events
+        for name, seconds in used.items()
     }
     db = {name: (db_commands(ports[name]) - db_before[name]) / events for name in db_before}
-    return RoundResult(rate, load.accepted, len(routed), throughput, latencies, cpu, db)
+    return RoundResult(rate, load.accepted, len(routed), throughput, latencies, cpu, db, marginal)
+
+
+async def idle_cpu_per_second(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU seconds each process spends per second with no load (timers, fetches,
+    heartbeats)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    await asyncio.sleep(seconds)
+    return {name: (cpu_seconds(pid) - before[name]) / seconds for name, pid in pids.items()}
 
 
 async def run_benchmark(
@@ -147,8 +163,15 @@ async def run_benchmark(
     stop = asyncio.Event()
     watching = asyncio.create_task(watcher.run(stop))
     await asyncio.sleep(2)
-    await measure_round(stack, pids, watcher, rate=10, duration=3)  # warm-up, not reported
-    results = [await measure_round(stack, pids, watcher, rate, duration) for rate in rates]
+    idle_zero = dict.fromkeys(pids, 0.0)
+    await measure_round(stack, pids, watcher, 10, 3, idle_zero)  # warm-up, not reported
+    await asyncio.sleep(3)
+    idle = await idle_cpu_per_second(pids, 10)
+    console.print(
+        "idle CPU, ms per second: "
+        + ", ".join(f"{name} {share * 1000:.1f}" for name, share in idle.items())
+    )
+    results = [await measure_round(stack, pids, watcher, rate, duration, idle) for rate in rates]
     stop.set()
     await watching
     return results
@@ -191,6 +214,20 @@ def report(results: list[RoundResult]) -> None:
             *[f"{r.cpu_per_event_ms[s] / relay:.1f}x" for s in services if s != "relay"],
         )
     console.print(cpu)
+    marginal = Table(
+        "rate /s",
+        *[f"{s} ms" for s in services],
+        *[f"{s}/relay" for s in services if s != "relay"],
+        title="CPU time per event above idle (user+system)",
+    )
+    for r in results:
+        relay = r.marginal_cpu_ms.get("relay") or float("nan")
+        marginal.add_row(
+            f"{r.rate:g}",
+            *[f"{r.marginal_cpu_ms[s]:.2f}" for s in services],
+            *[f"{r.marginal_cpu_ms[s] / relay:.1f}x" for s in services if s != "relay"],
+        )
+    console.print(marginal)
     db = Table("rate /s", "router", "followup", "pipeline", title="database round trips per event")
     for r in results:
         db.add_row(

@@ -322,9 +322,9 @@ class ConsumerLoop:
     async def _process_run(
         self, tp: TopicPartition, run: Sequence[tuple[ConsumerRecord[bytes, bytes], Event[Any]]]
     ) -> None:
-        """Consecutive events of one type: one call of the batch handler, or, if that
-        fails (or there is only one), each event on its own."""
-        if len(run) > 1 and await self._handle_batch(run):
+        """Consecutive events of one type with a batch handler: one call of it, or, if
+        that fails, each event on its own."""
+        if run and await self._handle_batch(run):
             self._done(tp, run[-1][0])
             return
         for message, event in run:

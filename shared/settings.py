@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
         "soon as data arrives, the local broker only when the wait ends",
     )
     kafka_batch_linger_ms: int = Field(
-        default=20,
+        default=50,
         ge=0,
         le=5_000,
         description="After a fetch that returned events, wait this long for more before "

@@ -70,33 +70,37 @@ def timers_of(case: Case, policy: FollowupPolicy) -> list[DueItem]:
 def make_batch_handlers(
     store: FollowupStore, policy: FollowupPolicy, handlers: dict[str, Handler]
 ) -> dict[str, BatchHandler]:
-    """case.routed in batches: the cases a batch opens take three round trips together
-    (read which exist, schedule their timed work, insert them); everything else about
-    the batch is handed to the single-event handler, after those, in order."""
+    """case.routed in batches: the cases a batch opens take two round trips together
+    (insert those not stored yet, then schedule their timed work); everything else in
+    the batch goes to the single-event handler, after those, in order. A crash between
+    the two leaves a case without timers: its redelivery finds the case and schedules
+    them (``timers_of``), as the single-event handler does."""
     one = handlers[CaseRouted.event_name]
 
     async def on_cases_routed(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
-        unlinked = [e.data.case_id for e in events if e.data.linked_to is None]
-        stored = await store.get_many(sorted(set(unlinked)))
         now = utcnow()
         opening: dict[str, tuple[Case, list[DueItem], Event[Any]]] = {}
         later: list[Event[Any]] = []
-        seen: set[str] = set()
         for event in events:
             routed: CaseRouted = event.data
-            first = routed.case_id not in seen
-            seen.add(routed.case_id)
-            if first and meaning_of_routed(stored.get(routed.case_id), routed) == "new":
-                case, items = new_case(routed, now, policy)
-                opening[routed.case_id] = (case, items, event)
-            else:
+            if routed.case_id in opening or meaning_of_routed(None, routed) != "new":
                 later.append(event)
-        await store.schedule([item for _, items, _ in opening.values() for item in items])
+                continue
+            case, items = new_case(routed, now, policy)
+            opening[routed.case_id] = (case, items, event)
         created = await store.insert_cases([case for case, _, _ in opening.values()])
+        await store.schedule(
+            [
+                item
+                for case_id, (_, items, _) in opening.items()
+                if case_id in created
+                for item in items
+            ]
+        )
         out: list[Event[Any]] = []
         for case_id, (case, _, event) in opening.items():
             if case_id not in created:
-                later.append(event)
+                later.append(event)  # stored before: the single-event handler decides
                 continue
             routing = event.data.routing
             metrics.CASES_OPENED.labels(routing.priority.value, routing.team).inc()

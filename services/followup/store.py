@@ -67,12 +67,6 @@ class FollowupStore:
         )
         return (case, True) if before is None else (before, False)
 
-    async def get_many(self, case_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        if not case_ids:
-            return {}
-        cursor = self.cases.find({"_id": {"$in": list(case_ids)}})
-        return {str(doc["_id"]): doc async for doc in cursor}
-
     async def insert_cases(self, cases: Sequence[dict[str, Any]]) -> set[str]:
         """Insert new cases in one round trip; returns the ids this call created (a case
         that exists already is left as it is)."""
