@@ -12,6 +12,7 @@ case's outbox and are published at once, or by the relay if the broker is down.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from services.router.domain import (
     Decision,
     Eligibility,
     RerouteReason,
+    Shares,
     assignment_reason,
     case_id_for,
     deadlines,
@@ -82,6 +84,8 @@ TAKE_ATTEMPTS = 1000
 # Optimistic updates retried this often before the handler fails (and is retried).
 CHANGE_ATTEMPTS = 8
 ROUTE_KEY = "route"
+# How long the batch path may assign from the agents it last read (see CaseRouter).
+AGENT_SNAPSHOT_S = 2.0
 
 
 class CaseKeptChanging(RuntimeError):
@@ -211,6 +215,14 @@ class CaseRouter:
         self.policy = policy
         self.publish = publish
         self.clock = clock
+        # Agents as last read or changed by this router, for the batch path: used for
+        # at most AGENT_SNAPSHOT_S and only while this router changed no agent in any
+        # other way. Takes are conditional on the load read, so a snapshot another
+        # router made stale costs a retry, never an overfilled agent.
+        self._agents: dict[str, dict[str, Any]] = {}
+        self._agents_teams: frozenset[str] = frozenset()
+        self._agents_writes = -1
+        self._agents_at = 0.0
 
     # --- feedback.classified -------------------------------------------------------
 
@@ -476,15 +488,28 @@ class CaseRouter:
             events += await self.route_feedback(data)
         return events
 
-    async def _open_cases(
-        self, plans: Sequence[OpenPlan], now: datetime
-    ) -> tuple[list[Event[Any]], list[OpenPlan]]:
-        """Open the cases of ``plans``; returns their events and the plans left for the
-        one-by-one path."""
+    def _agents_snapshot(self, teams: frozenset[str]) -> dict[str, dict[str, Any]] | None:
+        """The agents of ``teams`` as this router last saw them, if that may be used:
+        recent enough, and no agent changed by this router in another way since."""
+        fresh = time.monotonic() - self._agents_at < AGENT_SNAPSHOT_S
+        if not fresh or self._agents_writes != self.store.agent_writes:
+            return None
+        return self._agents if teams <= self._agents_teams else None
+
+    async def _read_agents(
+        self, teams: frozenset[str], case_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        docs = await self.store.agents_of_teams(sorted(teams), case_ids)
+        self._agents = {str(doc["_id"]): doc for doc in docs}
+        self._agents_teams = teams
+        self._agents_writes = self.store.agent_writes
+        self._agents_at = time.monotonic()
+        return self._agents
+
+    @staticmethod
+    def _share_out(plans: Sequence[OpenPlan], agents: dict[str, dict[str, Any]]) -> Shares:
         case_ids = [plan.case_id for plan in plans]
-        eligible = sorted({a for plan in plans for a in plan.eligibility.agent_ids})
-        agents = {str(a["_id"]): a for a in await self.store.agents_for(eligible, case_ids)}
-        shares = share_out(
+        return share_out(
             [(plan.case_id, plan.eligibility.agent_ids) for plan in plans],
             {
                 agent_id: AgentState(
@@ -497,20 +522,40 @@ class CaseRouter:
                 for agent_id, agent in agents.items()
             },
         )
+
+    async def _open_cases(
+        self, plans: Sequence[OpenPlan], now: datetime
+    ) -> tuple[list[Event[Any]], list[OpenPlan]]:
+        """Open the cases of ``plans``; returns their events and the plans left for the
+        one-by-one path."""
+        case_ids = [plan.case_id for plan in plans]
+        teams = frozenset(plan.decision.team for plan in plans)
+        agents = self._agents_snapshot(teams)
+        shares = None if agents is None else self._share_out(plans, agents)
+        if agents is None or shares is None or None in shares.agent_of.values():
+            # No usable snapshot, or it would queue a case: never queue on a snapshot.
+            agents = await self._read_agents(teams, case_ids)
+            shares = self._share_out(plans, agents)
         chosen, takes, unsettled = shares.agent_of, shares.takes, set(shares.unsettled)
-        reads = {
-            a: (int(agents[a]["load"]), int(agents[a]["capacity"]), c) for a, c in takes.items()
-        }
-        if not await self.store.take_many(reads):
+        before = {a: int(agents[a]["load"]) for a in takes}
+        reads = {a: (before[a], int(agents[a]["capacity"]), c) for a, c in takes.items()}
+        if await self.store.take_many(reads):
+            for agent_id, cases in takes.items():
+                taken = agents[agent_id]
+                taken["load"] = before[agent_id] + len(cases)
+                taken["open_cases"] = [*taken.get("open_cases", []), *cases]
+            self._agents_writes = self.store.agent_writes
+        else:
             # Another router changed some of these agents meanwhile: keep the takes that
             # went through, route the others one by one.
+            self._agents_writes = -1
             holding = await self.store.agents_holding(case_ids)
             for agent_id, cases in takes.items():
                 for case_id in set(cases) - holding.get(agent_id, set()):
                     chosen.pop(case_id)
                     unsettled.add(case_id)
         # Each case names its agent at the load right after taking it.
-        running = {a: int(agents[a]["load"]) for a in takes}
+        running = dict(before)
         opened: list[tuple[Event[CaseRouted], dict[str, Any] | None]] = []
         for plan in plans:
             if plan.case_id not in chosen:

@@ -68,6 +68,9 @@ class RouterStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.agents = db["router_agents"]
         self.cases = db["router_routings"]
+        self.agent_writes = 0
+        """Changes this store made to agents: a snapshot of the agents read before the
+        last change may be stale."""
 
     async def ensure_indexes(self) -> None:
         await self.agents.create_index([("team", ASCENDING), ("load", ASCENDING)])
@@ -92,6 +95,7 @@ class RouterStore:
         for team in policy.teams:
             for agent in team.agents:
                 configured.append(agent.id)
+                self.agent_writes += 1
                 await self.agents.update_one(
                     {"_id": agent.id},
                     {
@@ -106,6 +110,7 @@ class RouterStore:
                     },
                     upsert=True,
                 )
+        self.agent_writes += 1
         await self.agents.update_many(
             {"_id": {"$nin": configured}}, {"$set": {"retired": True, "available": False}}
         )
@@ -120,6 +125,7 @@ class RouterStore:
         return await self.agents.find_one({"_id": agent_id, "retired": {"$ne": True}})
 
     async def set_availability(self, agent_id: str, available: bool) -> dict[str, Any] | None:
+        self.agent_writes += 1
         return await self.agents.find_one_and_update(
             {"_id": agent_id, "retired": {"$ne": True}},
             {"$set": {"available": available}},
@@ -152,19 +158,20 @@ class RouterStore:
         just read: the check and the increment are one atomic update, so concurrent
         routers can neither overfill an agent nor both pick it as the least loaded.
         Returns the agent after the change, or None if it changed meanwhile."""
+        self.agent_writes += 1
         return await self.agents.find_one_and_update(
             {**_can_take(case_id, [agent_id]), "load": load},
             {"$push": {"open_cases": case_id}, "$inc": {"load": 1}},
             return_document=ReturnDocument.AFTER,
         )
 
-    async def agents_for(
-        self, agent_ids: Sequence[str], case_ids: Sequence[str]
+    async def agents_of_teams(
+        self, teams: Sequence[str], case_ids: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """In one read: the agents of ``agent_ids``, and every agent holding one of
+        """In one read: the agents of ``teams``, and every agent holding one of
         ``case_ids`` (a place taken by an earlier attempt)."""
         cursor = self.agents.find(
-            {"$or": [{"_id": {"$in": list(agent_ids)}}, {"open_cases": {"$in": list(case_ids)}}]}
+            {"$or": [{"team": {"$in": list(teams)}}, {"open_cases": {"$in": list(case_ids)}}]}
         )
         return [doc async for doc in cursor]
 
@@ -193,6 +200,7 @@ class RouterStore:
         ]
         if len(requests) < len(takes):
             return False
+        self.agent_writes += 1
         result = await self.agents.bulk_write(requests, ordered=False)
         return result.modified_count == len(requests)
 
@@ -213,6 +221,7 @@ class RouterStore:
         if keep is not None:
             query["_id"] = {"$ne": keep}
         while True:
+            self.agent_writes += 1
             doc = await self.agents.find_one_and_update(
                 query,
                 {"$pull": {"open_cases": case_id}, "$inc": {"load": -1}},
@@ -223,6 +232,7 @@ class RouterStore:
             released.append(doc)
 
     async def release_from(self, agent_id: str, case_id: str) -> dict[str, Any] | None:
+        self.agent_writes += 1
         return await self.agents.find_one_and_update(
             {"_id": agent_id, "open_cases": case_id},
             {"$pull": {"open_cases": case_id}, "$inc": {"load": -1}},

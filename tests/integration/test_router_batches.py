@@ -164,7 +164,7 @@ async def test_a_place_taken_by_an_interrupted_attempt_is_kept_not_taken_twice(
     assert await desk.loads() == {"desk-00": 1, "desk-01": 1, "expert-lead": 0, "expert-2": 0}
 
 
-async def test_twenty_new_cases_cost_four_database_round_trips(
+async def test_twenty_new_cases_cost_four_round_trips_and_the_next_batch_three(
     infra: Any, database_name: str
 ) -> None:
     commands = CommandLog()
@@ -181,6 +181,14 @@ async def test_twenty_new_cases_cost_four_database_round_trips(
         routed = await route_batch(h, batch)
         assert len(routed) == 20
         assert commands.names == ["find", "find", "update", "insert"]
+        # The next batch assigns from the agents as this router left them.
+        more = [
+            FeedbackClassified(feedback=a_feedback(), classification=a_classification())
+            for _ in range(5)
+        ]
+        commands.names.clear()
+        assert len(await route_batch(h, more)) == 5
+        assert commands.names == ["find", "update", "insert"]
     finally:
         await client.close()
 
@@ -235,3 +243,25 @@ async def test_feedback_a_day_later_in_another_batch_links_to_the_open_case(
     )
     linked = next(e.data for e in out if e.data.feedback == later)
     assert linked.linked_to == case_id
+
+
+async def test_a_snapshot_another_router_made_stale_neither_overfills_nor_loses_a_case(
+    mongo_client: AsyncMongoClient[Document], database_name: str
+) -> None:
+    policy = small_policy(desk=2, capacity=3)
+    first, second = [await harness_for(mongo_client, database_name, policy) for _ in range(2)]
+
+    def a_batch(n: int) -> list[FeedbackClassified]:
+        return [
+            FeedbackClassified(feedback=a_feedback(), classification=a_classification())
+            for _ in range(n)
+        ]
+
+    await route_batch(first, a_batch(2))  # the first router now holds a snapshot
+    await route_batch(second, a_batch(3))  # the second fills the desk behind its back
+    late = by_id(await route_batch(first, a_batch(3)))
+    assert len(late) == 3
+    async for agent in first.store.agents.find({"team": "desk"}):
+        assert agent["load"] == len(agent["open_cases"]) <= agent["capacity"]
+    assert sum(1 for routed in late.values() if routed.routing.queued) == 2
+    assert await first.store.cases.count_documents({}) == 8
