@@ -34,7 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.envelope import Event, KafkaRecord, PoisonMessage, from_record, to_record
+from shared.envelope import Event, KafkaRecord, PoisonMessage, from_record, to_records
 from shared.errors import BrokerUnavailable, is_transient
 from shared.logging import log_context
 from shared.metrics import (
@@ -71,6 +71,13 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 class EventProducer:
     """acks=all producer; ``publish`` returns only after every record is acknowledged."""
 
+    # aiokafka keeps one produce request in flight per broker, with at most one batch
+    # per partition: what is published meanwhile waits for the next request. With
+    # Kafka's usual 16 KiB a batch holds about 20 feedback events (with their CloudEvents
+    # headers), so a burst needs many round trips; 256 KiB takes a burst in one and
+    # stays well below the broker's limit for a record batch (message.max.bytes, 1 MiB).
+    MAX_BATCH_BYTES = 256 * 1024
+
     def __init__(self, settings: ServiceSettings, client_id: str) -> None:
         self._settings = settings
         self._client_id = client_id
@@ -88,6 +95,7 @@ class EventProducer:
             enable_idempotence=self._settings.kafka_idempotence,
             request_timeout_ms=self._settings.kafka_request_timeout_ms,
             linger_ms=1,
+            max_batch_size=self.MAX_BATCH_BYTES,
         )
 
     async def connect(self) -> bool:
@@ -124,28 +132,52 @@ class EventProducer:
         return True
 
     async def send_records(self, records: Sequence[KafkaRecord]) -> None:
-        """Send records and wait until the broker acknowledged all of them."""
+        """Send records and wait until the broker acknowledged all of them.
+
+        Every record is handed to the producer first (it joins the batch of its
+        partition; ``send`` only waits when that batch is full), then the
+        acknowledgements are awaited: the records of one call travel together. aiokafka's
+        default partitioner places a keyed record by its key, as the Java client does.
+        """
         if not records:
             return
-        if self._producer is None:
+        producer = self._producer
+        if producer is None:
             raise BrokerUnavailable("not connected to the broker")
+        pending: list[asyncio.Future[Any]] = []
         try:
-            pending = [
-                await self._producer.send(
-                    record.topic, record.value, key=record.key, headers=record.headers
-                )
-                for record in records
-            ]
-            await asyncio.gather(*pending)
-        except (KafkaError, TimeoutError) as exc:
             for record in records:
-                PRODUCE_FAILURES.labels(record.topic).inc()
+                pending.append(
+                    await producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+                )
+            for future in pending:
+                await future  # resolved together, batch by batch: no callback per record
+        except (KafkaError, TimeoutError) as exc:
+            for future in pending:
+                # Read every outcome, so that none is reported as never retrieved.
+                future.add_done_callback(self._retrieve_outcome)
+            failed: dict[str, int] = {}
+            for record in records:
+                failed[record.topic] = failed.get(record.topic, 0) + 1
+            for topic, count in failed.items():
+                PRODUCE_FAILURES.labels(topic).inc(count)
             raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
 
     async def publish(self, events: Sequence[Event[Any]]) -> None:
-        await self.send_records([to_record(event) for event in events])
+        await self.send_records(to_records(events))
+        produced: dict[type[Any], int] = {}
         for event in events:
-            EVENTS_PRODUCED.labels(event.topic, event.name).inc()
+            kind = type(event.data)
+            produced[kind] = produced.get(kind, 0) + 1
+        for kind, count in produced.items():
+            EVENTS_PRODUCED.labels(kind.topic.value, kind.event_name).inc(count)
+
+    @staticmethod
+    def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():
+            future.exception()
 
     async def stop(self) -> None:
         if self._producer is not None:

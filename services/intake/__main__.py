@@ -1,3 +1,5 @@
-from services.intake.app import build
+from services.intake.app import build, tune_garbage_collector
 
-build().run()
+service = build()
+service.on_startup(tune_garbage_collector)
+service.run()

@@ -93,9 +93,10 @@ class FeedbackIn(BaseModel):
 # --- language -----------------------------------------------------------------------
 
 
-_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
-_LATIN = re.compile("[A-Za-z]")
-_LETTER = re.compile(r"[^\W\d_]")
+# Runs rather than single characters: one match per run is much cheaper to count.
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]+")
+_LATIN = re.compile("[A-Za-z]+")
+_LETTER = re.compile(r"[^\W\d_]+")
 # Enough text to tell the language; counting further only costs time.
 _LANGUAGE_SAMPLE = 4_000
 
@@ -112,17 +113,26 @@ def detect_language(text: str) -> str:
 
 def counted_language(sample: str) -> str:
     """The language by counting Han characters, Latin letters and other letters."""
-    han = len(_HAN.findall(sample))
-    latin = len(_LATIN.findall(sample))
-    other = max(0, len(_LETTER.findall(sample)) - han - latin)
+    han = _count(_HAN, sample)
+    latin = _count(_LATIN, sample)
+    # One Han character carries about as much as a short English word. Other letters are
+    # at most the characters that are neither Han nor Latin: when Han outweighs even
+    # that many, counting them cannot change the answer.
+    if han and han * 4 >= latin and han >= len(sample) - han - latin:
+        return "zh"
+    other = max(0, _count(_LETTER, sample) - han - latin)
     if han + latin + other == 0:
         return "other"
-    # One Han character carries about as much as a short English word.
     if han * 4 >= latin and han >= other:
         return "zh"
     if latin > other:
         return "en"
     return "other"
+
+
+def _count(runs: re.Pattern[str], text: str) -> int:
+    """How many characters of ``text`` the pattern's runs cover."""
+    return sum(map(len, runs.findall(text)))
 
 
 _LANGUAGE_TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
@@ -236,6 +246,18 @@ def build_customer(
         raise Invalid(name_of(loc) if loc else field or "(body)", first["msg"]) from exc
 
 
+def already_normal(customer: Customer) -> bool:
+    """Whether :func:`build_customer` would give this customer back unchanged: no phone
+    number to put in E.164, nothing blank or padded, an e-mail that looks like one. Then
+    the validated customer is kept as it is."""
+    if customer.phone is not None:
+        return False
+    for value in (customer.id, customer.email, customer.handle, customer.name):
+        if value is not None and (not value or value != value.strip()):
+            return False
+    return customer.email is None or _looks_like_email(customer.email)
+
+
 def _blank_to_none(value: str | None) -> str | None:
     if value is None:
         return None
@@ -295,7 +317,8 @@ def assemble(
     subject = _blank_to_none(subject)
     if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
         subject = subject[:MAX_SUBJECT_CHARS]
-    received = received_at or source.now.astimezone(UTC)
+    ingested = source.now.astimezone(UTC)
+    received = received_at or ingested
     customer_key = customer.key  # a SHA-256 each time it is read
     fid = feedback_id(
         channel,
@@ -313,7 +336,7 @@ def assemble(
         subject=subject,
         language=language_of(language, text),
         received_at=received,
-        ingested_at=source.now.astimezone(UTC),
+        ingested_at=ingested,
         attachments=list(attachments),
         metadata=extra,
     )
@@ -327,16 +350,25 @@ def normalise(
     region: str | None = None,
 ) -> Feedback:
     """One Feedback from a generic post, timestamps in UTC, the phone in E.164."""
-    source = Source(now=now, idempotency_key=idempotency_key, region=region)
+    return normalise_from(item, Source(now=now, idempotency_key=idempotency_key, region=region))
+
+
+def normalise_from(item: FeedbackIn, source: Source) -> Feedback:
+    """:func:`normalise` with what the integration knows besides the post in one
+    :class:`Source` (the same for every item of a batch without an Idempotency-Key)."""
     given = item.customer
-    customer = build_customer(
-        source,
-        id=given.id,
-        email=given.email,
-        phone=given.phone,
-        handle=given.handle,
-        name=given.name,
-        tier=given.tier,
+    customer = (
+        given
+        if already_normal(given)
+        else build_customer(
+            source,
+            id=given.id,
+            email=given.email,
+            phone=given.phone,
+            handle=given.handle,
+            name=given.name,
+            tier=given.tier,
+        )
     )
     received_at = to_utc(item.received_at, source, "received_at") if item.received_at else None
     return assemble(

@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.intake.api import BatchResult
 from services.intake.app import build
 from services.intake.integrations import sign
 from services.intake.settings import IntakeSettings
@@ -441,6 +443,65 @@ async def test_a_batch_answers_per_item_and_publishes_only_the_accepted_ones(
     for index in (1, 4):
         rejected = derive_id("feedback", items[index]["channel"], "external", f"b-{run}-{index}")
         assert not [r for r in received.records if rejected.encode() in (r.value or b"")]
+
+
+def accepted_by_channel(metrics: str) -> dict[str, float]:
+    return {
+        sample.labels["channel"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "closeloop_intake_feedback_accepted"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+async def test_a_batch_is_logged_once_with_its_ids_and_counted_per_channel(
+    intake: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    before = accepted_by_channel((await intake.get("/metrics")).text)
+    run = uuid.uuid4().hex[:8]
+    sms = {"channel": "sms", "customer": {"phone": "+8613912345678"}, "text": "退款还没到账"}
+    items = [
+        {**sms, "external_id": f"log-{run}-0"},
+        {**sms, "external_id": f"log-{run}-1"},
+        {**COMPLAINT, "channel": "web", "external_id": f"log-{run}-2"},
+    ]
+    response = await intake.post("/v1/feedback/batch", json={"items": items}, headers=OPEN)
+    assert response.status_code == 202, response.text
+    answer = BatchResult.model_validate(response.json())  # the documented shape
+
+    lines = [r for r in caplog.records if r.getMessage() == "feedback batch accepted"]
+    assert len(lines) == 1
+    line = vars(lines[0])
+    assert line["feedback_ids"] == [item.feedback_id for item in answer.items]
+    assert line["channels"] == {"sms": 2, "web": 1}
+    logged = json.dumps(line, default=str, ensure_ascii=False)
+    for personal in ("+8613912345678", "13912345678", "li.wei@example.com", "退款还没到账"):
+        assert personal not in logged
+    assert not [r for r in caplog.records if r.getMessage() == "feedback accepted"]
+
+    after = accepted_by_channel((await intake.get("/metrics")).text)
+    assert after["sms"] - before.get("sms", 0) == 2
+    assert after["web"] - before.get("web", 0) == 1
+
+
+async def test_the_same_message_twice_in_a_batch_is_one_feedback_published_once(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    customer = {"id": f"C-{uuid.uuid4().hex[:8]}"}
+    item = {**COMPLAINT, "customer": customer, "external_id": f"twice-{uuid.uuid4().hex[:8]}"}
+    response = await intake.post("/v1/feedback/batch", json={"items": [item, item]}, headers=OPEN)
+    assert response.status_code == 202, response.text
+    first, second = (entry["feedback_id"] for entry in response.json()["items"])
+    assert first == second
+    # A later post of the same customer (same partition) arrives after anything before it.
+    later = await intake.post(
+        "/v1/feedback", json={"channel": "web", "customer": customer, "text": "later"}, headers=OPEN
+    )
+    await published(received, later.json()["feedback_id"])
+    subject = ("ce_subject", first.encode())
+    assert len([r for r in received.records if subject in (r.headers or ())]) == 1
 
 
 async def test_a_batch_without_any_acceptable_item_is_422_naming_each(

@@ -1,8 +1,9 @@
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -10,7 +11,9 @@ from services.intake.domain import (
     FeedbackIn,
     Invalid,
     Source,
+    already_normal,
     assemble,
+    build_customer,
     counted_language,
     detect_language,
     feedback_id,
@@ -82,6 +85,72 @@ def test_language_detection(text: str, language: str) -> None:
 @given(st.text(alphabet=st.characters(max_codepoint=127)))
 def test_ascii_text_gets_the_language_that_counting_its_letters_gives(text: str) -> None:
     assert detect_language(text) == counted_language(text)
+
+
+_HAN_CHARACTER = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
+
+
+def counted_one_by_one(sample: str) -> str:
+    """The rule of :func:`counted_language`, counting every character on its own."""
+    han = len(_HAN_CHARACTER.findall(sample))
+    latin = len(re.findall("[A-Za-z]", sample))
+    other = max(0, len(re.findall(r"[^\W\d_]", sample)) - han - latin)
+    if han + latin + other == 0:
+        return "other"
+    if han * 4 >= latin and han >= other:
+        return "zh"
+    if latin > other:
+        return "en"
+    return "other"
+
+
+MIXED_TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+        st.characters(min_codepoint=0x20000, max_codepoint=0x2A6DF),
+        st.characters(max_codepoint=127),
+        st.characters(min_codepoint=0x400, max_codepoint=0x4FF),  # Cyrillic letters
+        st.characters(),
+    )
+)
+
+
+@given(MIXED_TEXT)
+def test_language_counted_in_runs_is_the_language_counted_character_by_character(
+    text: str,
+) -> None:
+    assert counted_language(text) == counted_one_by_one(text)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.text(max_size=12),
+            "email": st.sampled_from(["li.wei@example.com", " li@example.com", "nope", ""]),
+            "phone": st.sampled_from(["+8613800138000", "13800138000"]),
+            "handle": st.text(max_size=12),
+            "name": st.text(max_size=12),
+            "tier": st.sampled_from(["standard", "premium", "vip"]),
+        },
+    )
+)
+@example({"id": "C-1", "email": "li.wei@example.com", "tier": "vip"})
+@example({"handle": "@li_wei", "name": "Li Wei"})
+def test_a_customer_kept_as_given_is_the_customer_normalising_would_build(
+    fields: dict[str, str],
+) -> None:
+    try:
+        given_customer = Customer.model_validate(fields)
+    except ValidationError:
+        return  # not a customer FeedbackIn would accept
+    if already_normal(given_customer):
+        built = build_customer(
+            Source(now=NOW, region="CN"),
+            **given_customer.model_dump(exclude={"tier"}),
+            tier=given_customer.tier,
+        )
+        assert built == given_customer
 
 
 def test_explicit_language_wins() -> None:

@@ -1,14 +1,17 @@
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from cloudevents.core.exceptions import CloudEventValidationError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.contracts import (
     EVENT_MODELS,
     Channel,
+    EventData,
     Feedback,
+    FeedbackClassified,
     FeedbackReceived,
     Topic,
     event_type,
@@ -21,8 +24,9 @@ from shared.envelope import (
     from_record,
     new_event,
     to_record,
+    to_records,
 )
-from tests.support import a_customer, a_feedback
+from tests.support import a_classification, a_customer, a_feedback
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -72,6 +76,63 @@ def test_the_partition_key_is_the_message_key_and_not_a_header() -> None:
         "content-type",
         "ce_specversion",
     ]
+
+
+def test_a_batch_of_events_gives_the_records_each_event_gives_alone() -> None:
+    published_at = datetime(2026, 3, 1, 9, 0, 0, 123000, tzinfo=UTC)
+    events = [
+        new_event(
+            FeedbackReceived(feedback=a_feedback(f"text {n}", feedback_id=f"f-{n}")),
+            source="/closeloop/intake",
+            cause=f"f-{n}",
+            time=published_at,
+        )
+        for n in range(5)
+    ]
+    records = to_records(events)
+    assert records == [to_record(event) for event in events]
+    assert [dict(record.headers)["ce_subject"] for record in records] == [
+        f"f-{n}".encode() for n in range(5)
+    ]
+    assert len({dict(record.headers)["ce_id"] for record in records}) == 5
+
+
+def _data(kind: str, n: int) -> EventData:
+    feedback = a_feedback(f"text {n}", feedback_id=f"f-{n}")
+    if kind == "received":
+        return FeedbackReceived(feedback=feedback)
+    return FeedbackClassified(feedback=feedback, classification=a_classification())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["received", "classified"]),
+            st.sampled_from(["/a", "/b"]),
+            st.integers(min_value=0, max_value=2),
+        ),
+        max_size=12,
+    )
+)
+def test_records_of_mixed_events_are_the_same_in_a_batch_and_alone(
+    shapes: list[tuple[str, str, int]],
+) -> None:
+    events = [
+        new_event(_data(kind, n), source=source, cause=str(n), time=NOW + timedelta(seconds=at))
+        for n, (kind, source, at) in enumerate(shapes)
+    ]
+    assert to_records(events) == [to_record(event) for event in events]
+
+
+def test_an_event_time_without_time_zone_is_refused_in_a_batch_too() -> None:
+    naive = datetime(2026, 3, 1, 9, 0)
+    events = [
+        new_event(a_feedback_event(), source="/t", cause=str(n), time=naive) for n in range(3)
+    ]
+    with pytest.raises(CloudEventValidationError):
+        to_record(events[0])
+    with pytest.raises(CloudEventValidationError):
+        to_records(events)
 
 
 def test_unknown_fields_in_event_data_are_ignored() -> None:
