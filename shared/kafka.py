@@ -253,8 +253,9 @@ class ConsumerLoop:
                     await sleep_unless(self._stop, self._settings.retry_initial_s)
                     continue
                 try:
-                    for tp, messages in batch.items():
-                        await self._process_partition(consumer, tp, messages)
+                    if not await self._process_together(consumer, batch):
+                        for tp, messages in batch.items():
+                            await self._process_partition(consumer, tp, messages)
                 except _Aborted:
                     break
                 self._report_lag(consumer)
@@ -268,19 +269,25 @@ class ConsumerLoop:
     async def _fetch(
         self, consumer: AIOKafkaConsumer
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        """What the broker has; with a linger set, waits that long for more to arrive
-        once something came, so that batch handlers see batches at moderate rates."""
+        """What the broker has; with a linger set, keeps collecting what arrives for that
+        long once something came, so that batch handlers see batches at moderate
+        rates."""
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
         batch = await consumer.getmany(timeout_ms=500)
         linger = self._settings.kafka_batch_linger_ms
         if not batch or linger <= 0 or not self._batch_handlers:
             return batch
         room = self._settings.kafka_max_poll_records - sum(len(m) for m in batch.values())
-        if room > 0:
-            await sleep_unless(self._stop, linger / 1000)
-            more = await consumer.getmany(timeout_ms=0, max_records=room)
+        deadline = time.monotonic() + linger / 1000
+        while room > 0 and not self._stop.is_set():
+            # Returns as soon as the next fetch brought something, or at the deadline.
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=room)
             for tp, messages in more.items():
                 batch.setdefault(tp, []).extend(messages)
+                room -= len(messages)
         return batch
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
@@ -313,6 +320,31 @@ class ConsumerLoop:
             log.info("consumer started", extra={"group": self._group_id, "topics": self._topics})
             return consumer
         return None
+
+    async def _process_together(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+    ) -> bool:
+        """The common case: everything fetched, from every partition, is of one type with
+        a batch handler; one call for all of it (each partition's events in their order).
+        False if that is not the case or the call failed: then partition by partition."""
+        run: list[tuple[ConsumerRecord[bytes, bytes], Event[Any]]] = []
+        for messages in batch.values():
+            for message in messages:
+                try:
+                    event = from_record(message.key, message.value, message.headers or ())
+                except PoisonMessage:
+                    return False
+                if event.name not in self._batch_handlers or (run and run[0][1].name != event.name):
+                    return False
+                run.append((message, event))
+        if len(batch) < 2 or not run or not await self._handle_batch(run):
+            return False
+        for tp, messages in batch.items():
+            self._done(tp, messages[-1])
+        await self._commit(consumer)
+        return True
 
     async def _process_partition(
         self,

@@ -27,6 +27,7 @@ from shared.settings import ServiceSettings
 from tests.conftest import Infra
 from tests.support import (
     TopicReader,
+    a_customer,
     a_feedback,
     eventually,
     produce_raw,
@@ -343,3 +344,40 @@ async def test_a_failed_batch_is_handled_one_by_one_and_only_the_bad_event_is_de
     assert dict(poison.headers)["dlq_kind"] == b"invalid"
     assert sorted(handled) == sorted(e.id for e in events if e.id != bad)
     assert len(handled) == 3
+
+
+async def test_events_of_one_type_fetched_from_several_partitions_go_in_one_call_in_key_order(
+    infra: Infra, producer: EventProducer
+) -> None:
+    topic = f"test.loop.{uuid.uuid4().hex[:8]}"
+    await devstack.create_topics(infra.bootstrap, 3, names=[topic, f"{topic}.dlq"])
+    group = f"g-{uuid.uuid4().hex}"
+    calls: list[list[Event[Any]]] = []
+
+    async def one(event: Event[Any]) -> Sequence[Event[Any]]:
+        calls.append([event])
+        return []
+
+    async def many(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        calls.append(list(events))
+        return []
+
+    customers = [a_customer() for _ in range(6)]
+    events = [
+        new_event(
+            FeedbackReceived(feedback=a_feedback(f"message {i}", customer=customers[i % 6])),
+            source="/test",
+            cause=f"c{i}",
+        )
+        for i in range(24)
+    ]
+    for event in events:
+        await put(infra, topic, event)
+    async with Running(batching_loop(infra, topic, group, one, many, producer)):
+        await eventually(lambda: sum(len(call) for call in calls) >= 24)
+    handled = [event for call in calls for event in call]
+    assert sorted(e.id for e in handled) == sorted(e.id for e in events)
+    assert max(len(call) for call in calls) > 8  # more than one partition's share
+    for customer in customers:
+        mine = [e.id for e in handled if e.data.feedback.customer == customer]
+        assert mine == [e.id for e in events if e.data.feedback.customer == customer]
