@@ -208,6 +208,11 @@ def _table(report: LabelReport) -> list[str]:
     return lines
 
 
+def format_label_report(report: LabelReport) -> str:
+    """Per-class table, macro-F1 and confusion matrix of one label, as plain text."""
+    return "\n".join(_table(report))
+
+
 def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

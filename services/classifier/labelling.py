@@ -194,10 +194,75 @@ def round_two() -> Iterator[dict[str, object]]:
         yield {"source": line.source, "text": line.text, "provisional": "praise"}
 
 
+# Round three: the causes still short of examples (after-sales, communication, policy,
+# billing), by broader patterns than before, then a plain random sample of the rest of
+# the negative reviews (so the corpus part does not lean further towards keywords), and
+# positive reviews: some that mention one of those causes (mixed reviews), some at random.
+ROUND_THREE_SEED = 6
+ROUND_THREE = {
+    "after_sales": (
+        PROVISIONAL["after_sales"]
+        + "|换了|换一|退回|寄回|服务站|维修站|返厂|拆机|重装|保修卡|联保|服务中心",
+        170,
+    ),
+    "communication": (
+        "电话|客服|联系|回复|答复|通知|告知|解释|说明|咨询|询问|没人|回音|邮件|短信|留言|投诉",
+        230,
+    ),
+    "policy": (
+        ROUND_TWO["policy"][0]
+        + "|只能|必须|要求|加收|预付|信用卡|协议|免费|延迟退房|退房|入住时间|取消|预订|预定|订房",
+        210,
+    ),
+    "billing": (PROVISIONAL["billing"] + "|元|块|值|便宜|打折|优惠|价|费", 170),
+    "staff_attitude": (PROVISIONAL["staff_attitude"] + "|保安|门童|大堂|服务", 110),
+    "delivery": (PROVISIONAL["delivery"] + "|订单|下单|少了|送", 80),
+}
+ROUND_THREE_REST = 140
+ROUND_THREE_POSITIVE_MIXED = 70
+ROUND_THREE_POSITIVE = 60
+
+
+def round_three() -> Iterator[dict[str, object]]:
+    """Lines proposed in neither earlier round: the weak causes first, each pattern over
+    what the previous ones left, then the rest at random, then positive reviews."""
+    taken = {str(c["source"]) for c in candidates()} | {str(c["source"]) for c in round_two()}
+    rng = random.Random(ROUND_THREE_SEED)
+    lines = [
+        line
+        for line in read_corpus("neg.txt")
+        if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
+    ]
+    for cause, (pattern, size) in ROUND_THREE.items():
+        matching = [line for line in lines if re.search(pattern, line.text)]
+        for line in rng.sample(matching, min(size, len(matching))):
+            taken.add(line.source)
+            yield {"source": line.source, "text": line.text, "provisional": cause}
+        lines = [line for line in lines if line.source not in taken]
+    for line in rng.sample(lines, ROUND_THREE_REST):
+        yield {"source": line.source, "text": line.text, "provisional": "any"}
+    positives = [
+        line
+        for line in read_corpus("pos.txt")
+        if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
+    ]
+    weak = "|".join(pattern for pattern, _ in ROUND_THREE.values())
+    mixed = [line for line in positives if re.search(weak, line.text)]
+    chosen = rng.sample(mixed, ROUND_THREE_POSITIVE_MIXED)
+    for line in chosen:
+        yield {"source": line.source, "text": line.text, "provisional": "praise, mentions a cause"}
+    chosen_sources = {line.source for line in chosen}
+    rest = [line for line in positives if line.source not in chosen_sources]
+    for line in rng.sample(rest, ROUND_THREE_POSITIVE):
+        yield {"source": line.source, "text": line.text, "provisional": "praise"}
+
+
 def main(argv: list[str]) -> None:
-    rounds = {"candidates": candidates, "round-two": round_two}
+    rounds = {"candidates": candidates, "round-two": round_two, "round-three": round_three}
     if len(argv) != 1 or argv[0] not in rounds:
-        raise SystemExit("usage: python -m services.classifier.labelling candidates|round-two")
+        raise SystemExit(
+            "usage: python -m services.classifier.labelling candidates|round-two|round-three"
+        )
     for candidate in rounds[argv[0]]():
         sys.stdout.write(json.dumps(candidate, ensure_ascii=False) + "\n")
 

@@ -161,10 +161,17 @@ def test_sentiment_is_in_range_and_follows_the_text() -> None:
     assert -1.0 <= complaint.sentiment < 0 < praise.sentiment <= 1.0
 
 
-def test_unclear_feedback_is_flagged_for_review() -> None:
-    result = classify(TAXONOMY, MODEL, feedback("hello, about my thing from yesterday"))
+@pytest.mark.parametrize("text", ["not great", "regarding my account", "不太满意"])
+def test_a_complaint_that_names_no_cause_is_flagged_for_review(text: str) -> None:
+    result = classify(TAXONOMY, MODEL, feedback(text))
     assert result.confidence < TAXONOMY.review_threshold
     assert result.needs_review
+
+
+def test_a_message_that_reports_no_problem_is_other() -> None:
+    result = classify(TAXONOMY, MODEL, feedback("hello, about my thing from yesterday"))
+    assert result.root_cause is RootCause.OTHER
+    assert result.urgency is Urgency.LOW
 
 
 def test_every_decision_says_why_and_names_the_model() -> None:
