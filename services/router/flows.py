@@ -218,7 +218,9 @@ class CaseRouter:
         # Agents as last read or changed by this router, for the batch path: used for
         # at most AGENT_SNAPSHOT_S and only while this router changed no agent in any
         # other way. Takes are conditional on the load read, so a snapshot another
-        # router made stale costs a retry, never an overfilled agent.
+        # router made stale costs a retry, never an overfilled agent; a place another
+        # copy freed meanwhile may go unseen for that long, and the case waits in the
+        # queue for the next drain (a resolution, or the sweep).
         self._agents: dict[str, dict[str, Any]] = {}
         self._agents_teams: frozenset[str] = frozenset()
         self._agents_writes = -1
@@ -530,12 +532,8 @@ class CaseRouter:
         one-by-one path."""
         case_ids = [plan.case_id for plan in plans]
         teams = frozenset(plan.decision.team for plan in plans)
-        agents = self._agents_snapshot(teams)
-        shares = None if agents is None else self._share_out(plans, agents)
-        if agents is None or shares is None or None in shares.agent_of.values():
-            # No usable snapshot, or it would queue a case: never queue on a snapshot.
-            agents = await self._read_agents(teams, case_ids)
-            shares = self._share_out(plans, agents)
+        agents = self._agents_snapshot(teams) or await self._read_agents(teams, case_ids)
+        shares = self._share_out(plans, agents)
         chosen, takes, unsettled = shares.agent_of, shares.takes, set(shares.unsettled)
         before = {a: int(agents[a]["load"]) for a in takes}
         reads = {a: (before[a], int(agents[a]["capacity"]), c) for a, c in takes.items()}
