@@ -327,20 +327,27 @@ class ConsumerLoop:
         batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
     ) -> bool:
         """The common case: everything fetched, from every partition, is of one type with
-        a batch handler; one call for all of it (each partition's events in their order).
-        False if that is not the case or the call failed: then partition by partition."""
+        a batch handler (or of types this service does not handle); one call for all of
+        it (each partition's events in their order). False if that is not the case or
+        the call failed: then partition by partition."""
         run: list[tuple[ConsumerRecord[bytes, bytes], Event[Any]]] = []
+        skipped: list[tuple[ConsumerRecord[bytes, bytes], Event[Any]]] = []
         for messages in batch.values():
             for message in messages:
                 try:
                     event = from_record(message.key, message.value, message.headers or ())
                 except PoisonMessage:
                     return False
+                if event.name not in self._handlers:
+                    skipped.append((message, event))  # not for this service
+                    continue
                 if event.name not in self._batch_handlers or (run and run[0][1].name != event.name):
                     return False
                 run.append((message, event))
         if len(batch) < 2 or not run or not await self._handle_batch(run):
             return False
+        for message, event in skipped:
+            EVENTS_CONSUMED.labels(message.topic, event.name, "skipped").inc()
         for tp, messages in batch.items():
             self._done(tp, messages[-1])
         await self._commit(consumer)
