@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from shared.metrics import DB_COMMANDS, DB_SECONDS
 from shared.settings import ServiceSettings
 
 Document = dict[str, Any]
+DUPLICATE_KEY = 11000
 
 # Driver housekeeping, not work done for an event.
 _HOUSEKEEPING = frozenset(
@@ -68,3 +71,19 @@ async def ping(db: AsyncDatabase[Document], timeout_s: float = 2.0) -> bool:
     except (PyMongoError, TimeoutError):
         return False
     return True
+
+
+async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[Any]:
+    """Insert documents in one round trip, leaving those whose ``_id`` exists already as
+    they are; returns the ids this call created."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        duplicates = {int(error["index"]) for error in errors}
+        return {doc["_id"] for i, doc in enumerate(docs) if i not in duplicates}
+    return {doc["_id"] for doc in docs}

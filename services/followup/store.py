@@ -8,14 +8,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from services.followup.domain import DueItem, DueKind
 from shared.contracts import EVENT_MODELS
-from shared.db import Document
+from shared.db import Document, insert_new
 from shared.envelope import Event
-
-DUPLICATE_KEY = 11000
 
 
 def outbox_entry(event: Event[Any], queued_at: datetime) -> dict[str, Any]:
@@ -70,17 +67,7 @@ class FollowupStore:
     async def insert_cases(self, cases: Sequence[dict[str, Any]]) -> set[str]:
         """Insert new cases in one round trip; returns the ids this call created (a case
         that exists already is left as it is)."""
-        if not cases:
-            return set()
-        try:
-            await self.cases.insert_many(list(cases), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            duplicates = {int(error["index"]) for error in errors}
-            return {case["_id"] for i, case in enumerate(cases) if i not in duplicates}
-        return {case["_id"] for case in cases}
+        return await insert_new(self.cases, cases)
 
     async def find_cases(
         self, filters: dict[str, Any], *, limit: int, offset: int

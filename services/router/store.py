@@ -21,15 +21,14 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.router.config import RoutingPolicy
 from shared.contracts import CaseRouted
-from shared.db import Document
+from shared.db import Document, insert_new
 from shared.envelope import Event
 
 SOURCE = "/closeloop/router"
-DUPLICATE_KEY = 11000
 
 
 def history_entry(key: str, event: Event[CaseRouted]) -> dict[str, Any]:
@@ -279,17 +278,7 @@ class RouterStore:
     async def insert_cases(self, cases: Sequence[dict[str, Any]]) -> set[str]:
         """Insert cases in one round trip; returns the ids this call created (the others
         were stored by another router copy first)."""
-        if not cases:
-            return set()
-        try:
-            await self.cases.insert_many(list(cases), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            duplicates = {int(error["index"]) for error in errors}
-            return {case["_id"] for i, case in enumerate(cases) if i not in duplicates}
-        return {case["_id"] for case in cases}
+        return await insert_new(self.cases, cases)
 
     async def open_case_for(
         self, customer_key: str, root_cause: str, opened_since: datetime, exclude: str
