@@ -70,7 +70,9 @@ async def run_due_queue(
                 await sleep_unless(stop, poll_s)
         except Exception as exc:
             # The claim's lease runs out and the item is picked up again.
-            if not is_transient(exc):
+            if is_transient(exc):
+                log.warning("due queue: database or broker unavailable, retrying: %r", exc)
+            else:
                 log.exception("due item failed")
             await sleep_unless(stop, poll_s)
 
