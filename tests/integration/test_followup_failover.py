@@ -45,13 +45,17 @@ def start_copy(infra: Infra, database: str, name: str) -> devstack.Process:
     return devstack.start_service("followup", env, port, infra.log_dir / f"{name}.log")
 
 
-async def claims_held(store: FollowupStore) -> list[dict[str, Any]]:
+async def claims_held(store: FollowupStore, case_ids: set[str]) -> list[dict[str, Any]]:
     now = utcnow()
-    cursor = store.due.find({"state": "pending", "lease_until": {"$gt": now}})
+    cursor = store.due.find(
+        {"state": "pending", "lease_until": {"$gt": now}, "case_id": {"$in": sorted(case_ids)}}
+    )
     return [item async for item in cursor]
 
 
-async def kill_while_holding_claims(process: devstack.Process, store: FollowupStore) -> list[Any]:
+async def kill_while_holding_claims(
+    process: devstack.Process, store: FollowupStore, case_ids: set[str]
+) -> list[Any]:
     """Freeze the process, look at what it holds; kill it once it holds a claim."""
     pid = process.popen.pid
     while True:
@@ -59,7 +63,7 @@ async def kill_while_holding_claims(process: devstack.Process, store: FollowupSt
         os.killpg(pid, signal.SIGSTOP)
         # A frozen process sends nothing more; let the server finish what it had sent.
         await asyncio.sleep(0.2)
-        held = await claims_held(store)
+        held = await claims_held(store, case_ids)
         if held:
             process.kill()  # SIGKILL: no shutdown, no chance to finish or release
             return held
@@ -85,18 +89,23 @@ async def test_a_killed_copy_s_claims_are_finished_exactly_once_by_another_copy(
     async with TopicReader(infra.bootstrap, Topic.CASE_LIFECYCLE) as lifecycle:
         first = start_copy(infra, database_name, f"followup-a-{uuid.uuid4().hex[:6]}")
         try:
-            held = await kill_while_holding_claims(first, store)
+            held = await kill_while_holding_claims(first, store, case_ids)
         finally:
             first.kill()
         first_owner = held[0]["owner"]
-        done_by_first = await store.due.count_documents({"state": "done"})
+        done_by_first = await store.due.count_documents(
+            {"state": "done", "case_id": {"$in": sorted(case_ids)}}
+        )
         assert done_by_first < items, "the first copy finished everything before it was killed"
 
         second = start_copy(infra, database_name, f"followup-b-{uuid.uuid4().hex[:6]}")
         try:
 
             async def nothing_pending() -> bool:
-                return await store.due.count_documents({"state": "pending"}) == 0
+                # Only this test's cases: the copies also consume what other tests
+                # published to case.routed, whose timers are due later.
+                ours = {"state": "pending", "case_id": {"$in": sorted(case_ids)}}
+                return await store.due.count_documents(ours) == 0
 
             await eventually(nothing_pending, timeout=180)
             # Every case: one callback.due and one sla.breached per deadline. (Warnings
