@@ -170,27 +170,37 @@ ROUND_TWO = {
 ROUND_TWO_POSITIVE = 150
 
 
-def round_two() -> Iterator[dict[str, object]]:
-    """Lines not proposed in round one, matched by the (broader) patterns above."""
-    taken = {str(c["source"]) for c in candidates()}
-    rng = random.Random(ROUND_TWO_SEED)
-    lines = [
+def unused_lines(name: str, taken: set[str]) -> list[CorpusLine]:
+    """Lines of a corpus file of a usable length that no earlier round proposed."""
+    return [
         line
-        for line in read_corpus("neg.txt")
+        for line in read_corpus(name)
         if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
     ]
-    for cause, (pattern, size) in ROUND_TWO.items():
+
+
+def by_patterns(
+    lines: list[CorpusLine],
+    patterns: dict[str, tuple[str, int]],
+    rng: random.Random,
+    taken: set[str],
+) -> Iterator[dict[str, object]]:
+    """For each provisional cause in turn, a sample of the lines its pattern matches
+    among those the previous causes left; what is proposed is added to ``taken``."""
+    for cause, (pattern, size) in patterns.items():
         matching = [line for line in lines if re.search(pattern, line.text)]
         for line in rng.sample(matching, min(size, len(matching))):
             taken.add(line.source)
             yield {"source": line.source, "text": line.text, "provisional": cause}
         lines = [line for line in lines if line.source not in taken]
-    positives = [
-        line
-        for line in read_corpus("pos.txt")
-        if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
-    ]
-    for line in rng.sample(positives, ROUND_TWO_POSITIVE):
+
+
+def round_two() -> Iterator[dict[str, object]]:
+    """Lines not proposed in round one, matched by the (broader) patterns above."""
+    taken = {str(c["source"]) for c in candidates()}
+    rng = random.Random(ROUND_TWO_SEED)
+    yield from by_patterns(unused_lines("neg.txt", taken), ROUND_TWO, rng, taken)
+    for line in rng.sample(unused_lines("pos.txt", taken), ROUND_TWO_POSITIVE):
         yield {"source": line.source, "text": line.text, "provisional": "praise"}
 
 
@@ -228,24 +238,11 @@ def round_three() -> Iterator[dict[str, object]]:
     what the previous ones left, then the rest at random, then positive reviews."""
     taken = {str(c["source"]) for c in candidates()} | {str(c["source"]) for c in round_two()}
     rng = random.Random(ROUND_THREE_SEED)
-    lines = [
-        line
-        for line in read_corpus("neg.txt")
-        if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
-    ]
-    for cause, (pattern, size) in ROUND_THREE.items():
-        matching = [line for line in lines if re.search(pattern, line.text)]
-        for line in rng.sample(matching, min(size, len(matching))):
-            taken.add(line.source)
-            yield {"source": line.source, "text": line.text, "provisional": cause}
-        lines = [line for line in lines if line.source not in taken]
-    for line in rng.sample(lines, ROUND_THREE_REST):
+    yield from by_patterns(unused_lines("neg.txt", taken), ROUND_THREE, rng, taken)
+    rest = unused_lines("neg.txt", taken)
+    for line in rng.sample(rest, ROUND_THREE_REST):
         yield {"source": line.source, "text": line.text, "provisional": "any"}
-    positives = [
-        line
-        for line in read_corpus("pos.txt")
-        if MIN_CHARS <= len(line.text) <= MAX_CHARS and line.source not in taken
-    ]
+    positives = unused_lines("pos.txt", taken)
     weak = "|".join(pattern for pattern, _ in ROUND_THREE.values())
     mixed = [line for line in positives if re.search(weak, line.text)]
     chosen = rng.sample(mixed, ROUND_THREE_POSITIVE_MIXED)
