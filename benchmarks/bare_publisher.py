@@ -53,7 +53,9 @@ def customer_key(item: Any) -> bytes | None:
 
 
 def build_app(producer: EventProducer, topic: str) -> FastAPI:
-    app = FastAPI(title="bare publisher")
+    app = FastAPI(
+        title="bare publisher", telemetry={"tracing": False, "metrics": False, "logs": False}
+    )
 
     async def publish(items: Sequence[Any], values: Sequence[bytes]) -> Response | None:
         records = [
@@ -98,6 +100,7 @@ async def serve(port: int, bootstrap: str, topic: str) -> None:
                 log_config=None,
                 access_log=False,
                 lifespan="off",
+                http="httptools",
             )
         )
         await server.serve()  # until SIGTERM or SIGINT

@@ -7,8 +7,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import FastAPI
-
 from services.followup.api import router as api_router
 from services.followup.auth import ApiKeys
 from services.followup.flows import Followup
@@ -24,7 +22,7 @@ from services.followup.store import FollowupStore
 from shared.clock import utcnow
 from shared.contracts import Topic
 from shared.http import install_problem_handlers
-from shared.runtime import VERSION, Service
+from shared.runtime import Service, web_app
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +33,8 @@ def build(
     """The followup service. ``clock`` is what the API and the timers take as now."""
     settings = settings or FollowupSettings()  # from the environment
     policy = load_policy(settings.policy_file)
-    app = FastAPI(
-        title="closeloop followup",
-        version=VERSION,
+    app = web_app(
+        "closeloop followup",
         description=(
             "Cases, callbacks, SLA timers and the satisfaction check that closes the loop. "
             "The case API needs an API key (X-API-Key or Authorization: Bearer); the "

@@ -6,15 +6,13 @@ import gc
 import os
 from collections.abc import Mapping
 
-from fastapi import FastAPI
-
 from services.intake import api
 from services.intake.guards import Guards, async_storage
 from services.intake.integrations import load_integrations, log_integrations
 from services.intake.problems import install_rejection_handler
 from services.intake.settings import IntakeSettings
 from shared.http import install_problem_handlers
-from shared.runtime import VERSION, Service
+from shared.runtime import Service, web_app
 
 
 def build(
@@ -24,9 +22,8 @@ def build(
     integrations = load_integrations(
         settings.integrations_file, os.environ if environ is None else environ
     )
-    app = FastAPI(
-        title="closeloop intake",
-        version=VERSION,
+    app = web_app(
+        "closeloop intake",
         description="Front door for every channel: feedback in, one normalised event out. "
         "Every request carries its integration's API key (`X-API-Key`); signing "
         "integrations also send `X-Closeloop-Timestamp` and `X-Closeloop-Signature`.",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import FastAPI
-
 from services.router.api import router as api_router
 from services.router.config import load_policy
 from services.router.flows import CaseRouter
@@ -15,15 +13,14 @@ from services.router.settings import RouterSettings
 from services.router.store import RouterStore
 from shared.contracts import Topic
 from shared.http import install_problem_handlers
-from shared.runtime import VERSION, Service
+from shared.runtime import Service, web_app
 
 
 def build(settings: RouterSettings | None = None) -> Service:
     settings = settings or RouterSettings()
     policy = load_policy(settings.policy_file)
-    app = FastAPI(
-        title="closeloop router",
-        version=VERSION,
+    app = web_app(
+        "closeloop router",
         description="Agents, their availability and load, and the team queues.",
     )
     install_problem_handlers(app)
