@@ -277,17 +277,22 @@ class ConsumerLoop:
         linger = self._settings.kafka_batch_linger_ms
         if not batch or linger <= 0 or not self._batch_handlers:
             return batch
-        room = self._settings.kafka_max_poll_records - sum(len(m) for m in batch.values())
+        held = sum(len(m) for m in batch.values())
+        most = self._settings.kafka_max_poll_records
+        # Lingering stops early once the batch is big enough to be worth handling.
+        enough = min(self._settings.kafka_batch_linger_records or most, most)
         deadline = time.monotonic() + linger / 1000
-        while room > 0 and not self._stop.is_set():
+        while held < enough and not self._stop.is_set():
             # Returns as soon as the next fetch brought something, or at the deadline.
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=room)
+            more = await consumer.getmany(
+                timeout_ms=max(1, int(left * 1000)), max_records=most - held
+            )
             for tp, messages in more.items():
                 batch.setdefault(tp, []).extend(messages)
-                room -= len(messages)
+                held += len(messages)
         return batch
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:

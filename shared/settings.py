@@ -41,6 +41,12 @@ class ServiceSettings(BaseSettings):
         "handling them, so that batch handlers get batches (fewer database round trips "
         "per event) at the price of this much latency per hop; 0 turns it off",
     )
+    kafka_batch_linger_records: int = Field(
+        default=0,
+        ge=0,
+        description="Stop lingering once a batch holds this many events (0: linger the "
+        "whole time, up to KAFKA_MAX_POLL_RECORDS)",
+    )
     kafka_consumer_group: str | None = Field(
         default=None, description="Consumer group id; defaults to closeloop-<service>"
     )

@@ -304,6 +304,49 @@ async def test_waiting_events_go_to_the_batch_handler_in_one_call_and_are_commit
     assert await committed(infra, topic, group) == 12
 
 
+async def test_lingering_stops_once_the_batch_holds_enough_events(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    """A linger far longer than the test may take: the events are handled because the
+    batch reached KAFKA_BATCH_LINGER_RECORDS, not because the linger ran out (the copy
+    skips the settings' 5 s limit on purpose: 300 s is longer than any wait below)."""
+    group = f"g-{uuid.uuid4().hex}"
+    calls: list[list[str]] = []
+
+    async def one(event: Event[Any]) -> Sequence[Event[Any]]:
+        calls.append([event.id])
+        return [classified_of(event)]
+
+    async def many(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        calls.append([event.id for event in events])
+        return [classified_of(event) for event in events]
+
+    loop = ConsumerLoop(
+        settings=settings(infra).model_copy(
+            update={"kafka_batch_linger_ms": 300_000, "kafka_batch_linger_records": 4}
+        ),
+        topics=[topic],
+        group_id=group,
+        client_id="test",
+        handlers={"feedback.received": one},
+        batch_handlers={"feedback.received": many},
+        producer=producer,
+    )
+    events = [received() for _ in range(4)]
+    async with (
+        TopicReader(infra.bootstrap, Topic.FEEDBACK_CLASSIFIED) as reader,
+        Running(loop),
+    ):
+        await put(infra, topic, events[0])
+        await asyncio.sleep(0.5)  # the first fetch takes it; the linger starts
+        for event in events[1:]:
+            await put(infra, topic, event)
+        for event in events:
+            await reader.wait_for(with_id(classified_of(event).id))
+    assert [i for call in calls for i in call] == [e.id for e in events]
+    assert await committed(infra, topic, group) == 4
+
+
 async def test_a_failed_batch_is_handled_one_by_one_and_only_the_bad_event_is_dead_lettered(
     infra: Infra, topic: str, producer: EventProducer
 ) -> None:
