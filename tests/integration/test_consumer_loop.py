@@ -264,9 +264,10 @@ def batching_loop(
     handler: Handler,
     batch_handler: BatchHandler,
     producer: EventProducer,
+    **setting: int,
 ) -> ConsumerLoop:
     return ConsumerLoop(
-        settings=settings(infra).model_copy(update={"kafka_batch_linger_ms": 100}),
+        settings=settings(infra).model_copy(update={"kafka_batch_linger_ms": 100, **setting}),
         topics=[topic],
         group_id=group,
         client_id="test",
@@ -276,11 +277,8 @@ def batching_loop(
     )
 
 
-async def test_waiting_events_go_to_the_batch_handler_in_one_call_and_are_committed(
-    infra: Infra, topic: str, producer: EventProducer
-) -> None:
-    group = f"g-{uuid.uuid4().hex}"
-    calls: list[list[str]] = []
+def recording_handlers(calls: list[list[str]]) -> tuple[Handler, BatchHandler]:
+    """A handler and a batch handler that note the ids of each call."""
 
     async def one(event: Event[Any]) -> Sequence[Event[Any]]:
         calls.append([event.id])
@@ -289,6 +287,16 @@ async def test_waiting_events_go_to_the_batch_handler_in_one_call_and_are_commit
     async def many(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
         calls.append([event.id for event in events])
         return [classified_of(event) for event in events]
+
+    return one, many
+
+
+async def test_waiting_events_go_to_the_batch_handler_in_one_call_and_are_committed(
+    infra: Infra, topic: str, producer: EventProducer
+) -> None:
+    group = f"g-{uuid.uuid4().hex}"
+    calls: list[list[str]] = []
+    one, many = recording_handlers(calls)
 
     events = [received() for _ in range(12)]
     for event in events:
@@ -312,25 +320,16 @@ async def test_lingering_stops_once_the_batch_holds_enough_events(
     skips the settings' 5 s limit on purpose: 300 s is longer than any wait below)."""
     group = f"g-{uuid.uuid4().hex}"
     calls: list[list[str]] = []
-
-    async def one(event: Event[Any]) -> Sequence[Event[Any]]:
-        calls.append([event.id])
-        return [classified_of(event)]
-
-    async def many(events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
-        calls.append([event.id for event in events])
-        return [classified_of(event) for event in events]
-
-    loop = ConsumerLoop(
-        settings=settings(infra).model_copy(
-            update={"kafka_batch_linger_ms": 300_000, "kafka_batch_linger_records": 4}
-        ),
-        topics=[topic],
-        group_id=group,
-        client_id="test",
-        handlers={"feedback.received": one},
-        batch_handlers={"feedback.received": many},
-        producer=producer,
+    one, many = recording_handlers(calls)
+    loop = batching_loop(
+        infra,
+        topic,
+        group,
+        one,
+        many,
+        producer,
+        kafka_batch_linger_ms=300_000,
+        kafka_batch_linger_records=4,
     )
     events = [received() for _ in range(4)]
     async with (
