@@ -49,6 +49,7 @@ from shared.metrics import (
     PIPELINE_LATENCY,
     PRODUCE_FAILURES,
 )
+from shared.partitioner import KeyPartitioner
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class EventProducer:
             request_timeout_ms=self._settings.kafka_request_timeout_ms,
             linger_ms=1,
             max_batch_size=self.MAX_BATCH_BYTES,
+            partitioner=KeyPartitioner(),
         )
 
     async def connect(self) -> bool:
