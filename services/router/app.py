@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from services.router.api import router as api_router
-from services.router.config import load_policy
+from services.router.config import RoutingPolicy, load_policy
 from services.router.flows import CaseRouter
 from services.router.handlers import make_batch_handlers, make_handlers
+from services.router.metrics import CALENDAR_HOLIDAYS_UNTIL
 from services.router.scheduled import run_sweeps
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
+from shared.clock import utcnow
 from shared.contracts import Topic
 from shared.http import install_problem_handlers
 from shared.runtime import Service, web_app
+
+log = logging.getLogger(__name__)
+
+# How long before a calendar's listed public holidays run out the router starts warning.
+HOLIDAYS_WARNING = timedelta(days=45)
+
+
+def observe_calendars(policy: RoutingPolicy, now: datetime) -> None:
+    """Publish until when each calendar lists public holidays, and warn when that is
+    near: after it, deadlines count the next year's holidays as working days."""
+    for name, calendar in policy.calendars.items():
+        until = calendar.holidays_listed_until()
+        if until is None:
+            continue
+        start = datetime.combine(until, time(), ZoneInfo(calendar.time_zone))
+        CALENDAR_HOLIDAYS_UNTIL.labels(name).set(start.timestamp())
+        if start - now < HOLIDAYS_WARNING:
+            log.warning(
+                "calendar %s lists public holidays through %d only: add the next year's "
+                "holidays and make-up working days to the routing policy",
+                name,
+                until.year - 1,
+            )
 
 
 def build(settings: RouterSettings | None = None) -> Service:
@@ -33,6 +61,7 @@ def build(settings: RouterSettings | None = None) -> Service:
     async def prepare() -> None:
         await store.ensure_indexes()
         await store.sync_agents(policy)
+        observe_calendars(policy, utcnow())
 
     async def sweeps(stop: asyncio.Event) -> None:
         await run_sweeps(case_router, settings.queue_sweep_s, settings.outbox_retry_after_s, stop)

@@ -127,6 +127,14 @@ class CalendarPolicy(_Strict):
             raise ValueError(f"{both[0]} is both a holiday and an extra working day")
         return self
 
+    def holidays_listed_until(self) -> date | None:
+        """1 January after the last year whose public holidays this calendar lists: from
+        then on it would count that year's holidays as working days. None when it lists
+        none, as a calendar that works through public holidays does."""
+        if not self.holidays:
+            return None
+        return date(max(day.year for day in self.holidays) + 1, 1, 1)
+
     def build(self) -> Calendar:
         return Calendar(
             time_zone=ZoneInfo(self.time_zone),

@@ -42,6 +42,13 @@ AGENT_RELEASES = Counter(
     "closeloop_agent_releases_total", "Resolved, closed or moved cases that freed an agent"
 )
 
+CALENDAR_HOLIDAYS_UNTIL = Gauge(
+    "closeloop_calendar_holidays_until_timestamp_seconds",
+    "Start (local midnight, 1 January) of the first year whose public holidays the "
+    "calendar does not list; only calendars that list holidays",
+    ["calendar"],
+)
+
 
 def observe_agent(agent: dict[str, Any]) -> None:
     AGENT_LOAD.labels(str(agent["team"]), str(agent["_id"])).set(int(agent["load"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.router.app import build
-from services.router.config import RoutingPolicy
+from services.router.config import CalendarPolicy, RoutingPolicy
 from services.router.domain import case_id_for
 from services.router.settings import RouterSettings
 from shared import devstack
@@ -63,6 +64,9 @@ async def start_group_at_end(bootstrap: str, group: str, topics: tuple[str, ...]
         await consumer.stop()
 
 
+HOLIDAY = date(2026, 10, 1)
+
+
 def write_policy(tmp_path: Path, policy: RoutingPolicy) -> Path:
     path = tmp_path / "routing.yaml"
     path.write_text(yaml.safe_dump(policy.model_dump(mode="json")), encoding="utf-8")
@@ -88,7 +92,11 @@ def router_settings(infra: Infra, database: str, policy_file: Path, group: str) 
 async def router(infra: Infra, database_name: str, tmp_path: Path) -> AsyncIterator[Service]:
     group = f"router-test-{uuid.uuid4().hex[:8]}"
     await start_group_at_end(infra.bootstrap, group, ROUTER_TOPICS)
-    policy_file = write_policy(tmp_path, small_policy(desk=2, capacity=1))
+    policy = small_policy(desk=2, capacity=1)
+    # A calendar no team uses, listing a 2026 holiday: its end shows in the metrics.
+    office = CalendarPolicy(time_zone="UTC", hours={"mon": ["09:00-18:00"]}, holidays=[HOLIDAY])
+    policy = policy.model_copy(update={"calendars": {**policy.calendars, "office": office}})
+    policy_file = write_policy(tmp_path, policy)
     async with running(build(router_settings(infra, database_name, policy_file, group))) as svc:
         yield svc
 
@@ -172,6 +180,11 @@ async def test_a_queued_case_is_assigned_when_an_agent_comes_online(
     assert seen[("closeloop_agent_load", (("agent", "desk-00"), ("team", "desk")))] == 1
     assert seen[("closeloop_cases_routed_total", (("priority", "P4"), ("team", "desk")))] >= 1
     assert seen[("closeloop_assignment_latency_seconds_count", ())] >= 1
+    new_year = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+    assert (
+        seen[("closeloop_calendar_holidays_until_timestamp_seconds", (("calendar", "office"),))]
+        == new_year
+    )
 
 
 async def test_lifecycle_events_free_agents_and_route_reopened_cases_again(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,10 @@ def test_the_example_policy_in_the_routing_docs_is_valid() -> None:
     policy = RoutingPolicy.model_validate(yaml.safe_load(example))
     assert [team.id for team in policy.teams] == ["cn-desk", "uk-desk", "escalations"]
     assert policy.calendar_of("uk-desk").time_zone.key == "Europe/London"
+
+
+def test_a_calendar_says_until_when_it_lists_public_holidays() -> None:
+    calendars = load_policy().calendars
+    assert calendars["china-office"].holidays_listed_until() == date(2027, 1, 1)
+    assert calendars["china-hotline"].holidays_listed_until() == date(2027, 1, 1)
+    assert calendars["always-open"].holidays_listed_until() is None
