@@ -516,9 +516,13 @@ def judge_satisfaction(
         verdict = "delighted"
     else:
         verdict = "satisfied"
-    return Satisfaction(
-        ratio=ratio, verdict=verdict, closes_case=solved and verdict != "dissatisfied"
-    )
+    return Satisfaction(ratio=ratio, verdict=verdict, closes_case=closes_case(solved, verdict))
+
+
+def closes_case(solved: bool, verdict: SatisfactionVerdict) -> bool:
+    """A solved problem and a customer who is not dissatisfied close the case; anything
+    else reopens it."""
+    return solved and verdict != "dissatisfied"
 
 
 def reopen_reason(solved: bool, verdict: SatisfactionVerdict) -> str:

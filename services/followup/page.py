@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict
 
-from services.followup.domain import SurveyState, survey_state
+from services.followup.domain import SurveyState, closes_case, survey_state
 from services.followup.flows import Followup, SurveyAnswer, SurveyUnavailable
 from services.followup.links import InvalidLink, SurveyTicket
 from shared.config import load_yaml
@@ -167,7 +167,7 @@ def _scale(value: Any) -> int | None:
 
 
 @router.post("/survey/{token}", response_class=HTMLResponse)
-async def submit_survey(token: str, request: Request) -> HTMLResponse:
+async def submit_survey(token: str, request: Request) -> Response:
     followup, pages, clock = _parts(request)
     form = {k: str(v) for k, v in (await request.form()).items()}
     ticket, case, lang = await _open(request, token, form.get("lang"))
@@ -192,11 +192,30 @@ async def submit_survey(token: str, request: Request) -> HTMLResponse:
         csat=csat, expected=expected, perceived=perceived, solved=solved, comment=comment
     )
     try:
-        updated, _ = await followup.answer_survey(
+        await followup.answer_survey(
             ticket.case_id, answer, now=now, survey_id=ticket.survey_id, language=lang, via="page"
         )
     except SurveyUnavailable as exc:
         return pages.unavailable(lang, exc.state)
+    # Post/redirect/get: reloading the thank-you page shows it again instead of sending
+    # the answer a second time. Relative, so it works under any path prefix.
+    return RedirectResponse(f"./{token}/thanks?lang={lang}", status_code=303)
+
+
+@router.get("/survey/{token}/thanks", response_class=HTMLResponse)
+async def survey_thanks(token: str, request: Request, lang: str | None = None) -> Response:
+    """The thank-you page of an answered survey, as often as it is opened."""
+    _, pages, clock = _parts(request)
+    ticket, case, lang = await _open(request, token, lang)
+    if ticket is None or case is None:
+        return pages.unavailable(lang, "unknown")
+    state = survey_state(case, ticket.survey_id, clock())
+    if state == "open":  # not answered yet: the form
+        return RedirectResponse(f"../{token}?lang={lang}", status_code=303)
+    if state != "answered":
+        return pages.unavailable(lang, state)
+    answer = next(s for s in case["surveys"] if s["survey_id"] == ticket.survey_id)["answer"]
     t = pages.catalog.get(lang)
-    message = t.thanks_closed if updated["status"] == "closed" else t.thanks_reopened
+    closed = closes_case(bool(answer["solved"]), answer["verdict"])
+    message = t.thanks_closed if closed else t.thanks_reopened
     return pages.render("message.html", 200, lang, heading=t.thanks_title, message=message)

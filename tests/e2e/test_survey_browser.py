@@ -233,8 +233,11 @@ async def test_a_customer_answers_on_a_phone_in_chinese_and_the_case_closes_once
         await answer(page, ZH, csat=5, expected=4, perceived=5, solved=True, comment="快递员很客气")
         async with page.expect_response(lambda r: r.request.method == "POST") as posted:
             await page.get_by_role("button", name=ZH.submit).tap()
-        assert (await posted.value).status == 200
+        assert (await posted.value).status == 303  # to the thank-you page
         await expect(page.get_by_role("heading", level=1)).to_have_text(ZH.thanks_title)
+        await expect(page.get_by_role("status")).to_contain_text(ZH.thanks_closed)
+        assert page.url.startswith(link + "/thanks")
+        await page.reload()  # shows the thanks again and sends nothing
         await expect(page.get_by_role("status")).to_contain_text(ZH.thanks_closed)
         assert posts == [link + "?lang=zh"]  # one POST: the empty form never left the phone
 
@@ -292,7 +295,7 @@ async def test_a_customer_who_is_not_helped_reopens_the_case_and_the_comment_com
         await answer(page, EN, csat=2, expected=4, perceived=2, solved=False, comment=comment)
         async with page.expect_response(lambda r: r.request.method == "POST") as posted:
             await page.get_by_role("button", name=EN.submit).tap()
-        assert (await posted.value).status == 200
+        assert (await posted.value).status == 303
         await expect(page.get_by_role("heading", level=1)).to_have_text(EN.thanks_title)
         await expect(page.get_by_role("status")).to_contain_text(EN.thanks_reopened)
 

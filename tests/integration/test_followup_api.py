@@ -193,6 +193,10 @@ async def test_the_survey_page_in_chinese_and_english_closes_a_satisfied_case_on
         english = await customer.get(link, params={"lang": "en"})
         assert "How did we do?" in english.text
 
+        early = await customer.get(f"{link}/thanks", params={"lang": "en"})
+        assert early.status_code == 303  # not answered yet: back to the form
+        assert early.url.join(early.headers["location"]) == httpx.URL(f"{link}?lang=en")
+
         incomplete = await customer.post(link, data={"csat": "5", "lang": "en"})
         assert incomplete.status_code == 422
         assert "Please answer every question" in incomplete.text
@@ -206,8 +210,13 @@ async def test_the_survey_page_in_chinese_and_english_closes_a_satisfied_case_on
             "comment": "快递员很客气",
             "lang": "zh",
         }
-        thanks = await customer.post(link, data=answer)
-        assert thanks.status_code == 200 and "您的问题已处理完毕" in thanks.text
+        posted = await customer.post(link, data=answer)
+        assert posted.status_code == 303  # post/redirect/get: to the thank-you page
+        thanks_url = posted.url.join(posted.headers["location"])  # relative: any path prefix
+        assert thanks_url == httpx.URL(f"{link}/thanks?lang=zh")
+        for _ in range(2):  # opened again (a reload): the same page, nothing sent again
+            thanks = await customer.get(thanks_url)
+            assert thanks.status_code == 200 and "您的问题已处理完毕" in thanks.text
         closed = await api.wait_for(routed.case_id, "case.closed")
         assert closed.data.outcome == "delighted" and closed.data.ratio == 1.25
         assert (closed.data.csat, closed.data.expected, closed.data.perceived) == (5, 4, 5)
