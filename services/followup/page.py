@@ -146,13 +146,24 @@ async def _open(
     return ticket, case, pages.language(request, asked, case)
 
 
+async def _survey(
+    request: Request, token: str, asked: str | None
+) -> tuple[SurveyTicket | None, dict[str, Any], str, SurveyState]:
+    """The link's survey, its case, the page's language and the survey's state
+    (``unknown`` for a link that is not valid or a case that does not exist)."""
+    _, _, clock = _parts(request)
+    ticket, case, lang = await _open(request, token, asked)
+    if ticket is None or case is None:
+        return None, {}, lang, "unknown"
+    return ticket, case, lang, survey_state(case, ticket.survey_id, clock())
+
+
 @router.get("/survey/{token}", response_class=HTMLResponse)
 async def survey_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
     _, pages, clock = _parts(request)
-    ticket, case, lang = await _open(request, token, lang)
-    if ticket is None or case is None:
-        return pages.unavailable(lang, "unknown")
-    state = "expired" if ticket.expired(clock()) else survey_state(case, ticket.survey_id, clock())
+    ticket, case, lang, state = await _survey(request, token, lang)
+    if ticket is not None and ticket.expired(clock()):
+        state = "expired"
     if state != "open":
         return pages.unavailable(lang, state)
     return pages.render("survey.html", 200, lang, case_ref=case["_id"][:8], form={}, error=None)
@@ -205,14 +216,11 @@ async def submit_survey(token: str, request: Request) -> Response:
 @router.get("/survey/{token}/thanks", response_class=HTMLResponse)
 async def survey_thanks(token: str, request: Request, lang: str | None = None) -> Response:
     """The thank-you page of an answered survey, as often as it is opened."""
-    _, pages, clock = _parts(request)
-    ticket, case, lang = await _open(request, token, lang)
-    if ticket is None or case is None:
-        return pages.unavailable(lang, "unknown")
-    state = survey_state(case, ticket.survey_id, clock())
+    _, pages, _ = _parts(request)
+    ticket, case, lang, state = await _survey(request, token, lang)
     if state == "open":  # not answered yet: the form
         return RedirectResponse(f"../{token}?lang={lang}", status_code=303)
-    if state != "answered":
+    if ticket is None or state != "answered":
         return pages.unavailable(lang, state)
     answer = next(s for s in case["surveys"] if s["survey_id"] == ticket.survey_id)["answer"]
     t = pages.catalog.get(lang)
