@@ -400,9 +400,13 @@ class CaseRouter:
     async def _opened_elsewhere(
         self, stored: dict[str, Any], agent: dict[str, Any] | None
     ) -> list[Event[Any]]:
-        """Another router copy opened this case first; give back what this one took."""
+        """Another router copy opened this case first; give back what this one took, and
+        serve the team's queue: a case may have joined it while the place was held."""
         if agent is not None and stored.get("agent") != agent["_id"]:
-            await self.store.release_from(agent["_id"], stored["_id"])
+            given_back = await self.store.release_from(agent["_id"], stored["_id"])
+            if given_back is not None:
+                observe_agent(given_back)
+                await self.drain(str(given_back["team"]))
         entry = find_history(stored, ROUTE_KEY)
         if entry is None:
             raise CaseKeptChanging(f"case {stored['_id']} exists without its routing")

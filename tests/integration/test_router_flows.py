@@ -296,6 +296,32 @@ async def test_two_routers_racing_on_one_feedback_leave_one_agent_holding_it(
     assert len(holders) == 20 and all(len(h) == 1 for h in holders.values())
 
 
+async def test_a_place_given_back_after_losing_a_race_serves_the_queue(
+    mongo_client: AsyncMongoClient[Document], database_name: str
+) -> None:
+    """Two copies handled the same feedback (a redelivery while partitions moved): the
+    copy whose insert lost gives back the place it took. A case queued while that place
+    was held takes it at once instead of waiting for the next queue sweep."""
+    policy = small_policy(desk=2, capacity=1)
+    first, second = [await harness_for(mongo_client, database_name, policy) for _ in range(2)]
+    opened = await first.route()
+    other = "desk-01" if opened.routing.agent == "desk-00" else "desk-00"
+    # The second copy's take of the same case, on the other agent: both places held.
+    await second.store.agents.update_one(
+        {"_id": other}, {"$push": {"open_cases": opened.case_id}, "$inc": {"load": 1}}
+    )
+    waiting = await first.route()
+    assert waiting.routing.queued
+
+    stored = await second.store.get_case(opened.case_id)
+    assert stored is not None
+    [again] = await second.router._opened_elsewhere(stored, await second.agent(other))
+    assert again.data.case_id == opened.case_id  # the first copy's event, said again
+    [assigned] = second.published.events
+    assert (assigned.data.case_id, assigned.data.routing.agent) == (waiting.case_id, other)
+    assert (await second.agent(other))["open_cases"] == [waiting.case_id]
+
+
 async def test_200_cases_over_10_equal_agents_end_within_one_case_of_each_other(
     mongo_client: AsyncMongoClient[Document], database_name: str
 ) -> None:
