@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,29 @@ async def run_benchmark(
     return results
 
 
+def cpu_table(
+    results: list[RoundResult], title: str, of: Callable[[RoundResult], dict[str, float]]
+) -> Table:
+    """CPU ms per event of each process (``of`` a round) and each service's ratio to the
+    relay."""
+    services = list(of(results[0]))
+    table = Table(
+        "rate /s",
+        *[f"{s} ms" for s in services],
+        *[f"{s}/relay" for s in services if s != "relay"],
+        title=title,
+    )
+    for r in results:
+        per_event = of(r)
+        relay = per_event.get("relay") or float("nan")
+        table.add_row(
+            f"{r.rate:g}",
+            *[f"{per_event[s]:.2f}" for s in services],
+            *[f"{per_event[s] / relay:.1f}x" for s in services if s != "relay"],
+        )
+    return table
+
+
 def report(results: list[RoundResult]) -> None:
     table = Table(
         "rate /s",
@@ -199,35 +223,14 @@ def report(results: list[RoundResult]) -> None:
             f"{r.pct(0.99):.0f}",
         )
     console.print(table)
-    services = list(results[0].cpu_per_event_ms)
-    cpu = Table(
-        "rate /s",
-        *[f"{s} ms" for s in services],
-        *[f"{s}/relay" for s in services if s != "relay"],
-        title="CPU time per event (user+system)",
+    console.print(
+        cpu_table(results, "CPU time per event (user+system)", lambda r: r.cpu_per_event_ms)
     )
-    for r in results:
-        relay = r.cpu_per_event_ms.get("relay") or float("nan")
-        cpu.add_row(
-            f"{r.rate:g}",
-            *[f"{r.cpu_per_event_ms[s]:.2f}" for s in services],
-            *[f"{r.cpu_per_event_ms[s] / relay:.1f}x" for s in services if s != "relay"],
+    console.print(
+        cpu_table(
+            results, "CPU time per event above idle (user+system)", lambda r: r.marginal_cpu_ms
         )
-    console.print(cpu)
-    marginal = Table(
-        "rate /s",
-        *[f"{s} ms" for s in services],
-        *[f"{s}/relay" for s in services if s != "relay"],
-        title="CPU time per event above idle (user+system)",
     )
-    for r in results:
-        relay = r.marginal_cpu_ms.get("relay") or float("nan")
-        marginal.add_row(
-            f"{r.rate:g}",
-            *[f"{r.marginal_cpu_ms[s]:.2f}" for s in services],
-            *[f"{r.marginal_cpu_ms[s] / relay:.1f}x" for s in services if s != "relay"],
-        )
-    console.print(marginal)
     db = Table("rate /s", "router", "followup", "pipeline", title="database round trips per event")
     for r in results:
         db.add_row(
