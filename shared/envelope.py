@@ -192,28 +192,27 @@ def _shared_headers(source: str, type_: str, time: datetime) -> list[tuple[str, 
 
 def _grouped_record(event: Event[Any], topic: str, shared: list[tuple[str, bytes]]) -> KafkaRecord:
     data = event.data
-    subject = data.subject()
-    if not (isinstance(event.id, str) and event.id and isinstance(subject, str) and subject):
+    id_, subject = event.id, data.subject()
+    if not (isinstance(id_, str) and id_ and isinstance(subject, str) and subject):
         return to_record(event)  # the package says what is wrong
-    key = data.partition_key().encode()
-    own = ce_kafka.to_binary(
-        _ValidEvent({"id": event.id, "subject": subject}, _json(data)),
-        _JSON_FORMAT,
-        key_mapper=lambda _: key,
-    )
     source, type_, time, content_type, specversion = shared
-    # The order to_record gives: ce_id, ce_source, ce_type, ce_time, ce_subject,
-    # content-type, ce_specversion.
+    # What the binding writes for the two string attributes that differ per event (their
+    # UTF-8 bytes) and for bytes data (the bytes as they are), without a binding call per
+    # event: a test checks these records equal to_record's byte for byte. The order
+    # to_record gives: ce_id, ce_source, ce_type, ce_time, ce_subject, content-type,
+    # ce_specversion.
     headers = [
-        ("ce_id", own.headers["ce_id"]),
+        ("ce_id", id_.encode()),
         source,
         type_,
         time,
-        ("ce_subject", own.headers["ce_subject"]),
+        ("ce_subject", subject.encode()),
         content_type,
         specversion,
     ]
-    return KafkaRecord(topic=topic, key=key, value=own.value, headers=headers)
+    return KafkaRecord(
+        topic=topic, key=data.partition_key().encode(), value=_json(data), headers=headers
+    )
 
 
 def _json(data: EventData) -> bytes:

@@ -49,7 +49,7 @@ from shared.metrics import (
     PIPELINE_LATENCY,
     PRODUCE_FAILURES,
 )
-from shared.partitioner import KeyPartitioner
+from shared.partitioner import KeyPartitioner, partition_of
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,9 @@ class EventProducer:
 
         Every record is handed to the producer first (it joins the batch of its
         partition; ``send`` only waits when that batch is full), then the
-        acknowledgements are awaited: the records of one call travel together. aiokafka's
-        default partitioner places a keyed record by its key, as the Java client does.
+        acknowledgements are awaited: the records of one call travel together. A keyed
+        record goes to its key's partition by Kafka's default rule, as the Java client
+        places it (``shared.partitioner``).
         """
         if not records:
             return
@@ -147,11 +148,25 @@ class EventProducer:
         if producer is None:
             raise BrokerUnavailable("not connected to the broker")
         pending: list[asyncio.Future[Any]] = []
+        partitions: dict[str, list[int]] = {}
         try:
             for record in records:
+                partition = None
+                if record.key is not None:
+                    # Kafka's rule, with the topic's partitions looked up once per call
+                    # (partitions_for waits for the topic's metadata if it has none).
+                    every = partitions.get(record.topic)
+                    if every is None:
+                        every = sorted(await producer.partitions_for(record.topic))
+                        partitions[record.topic] = every
+                    partition = partition_of(record.key, every)
                 pending.append(
                     await producer.send(
-                        record.topic, record.value, key=record.key, headers=record.headers
+                        record.topic,
+                        record.value,
+                        key=record.key,
+                        partition=partition,
+                        headers=record.headers,
                     )
                 )
             for future in pending:

@@ -3,43 +3,37 @@
 Apache Kafka's clients (and aiokafka's ``DefaultPartitioner``) place a keyed record on
 ``(murmur2(key) & 0x7fffffff) % partitions``, so one customer's events share a
 partition whoever produces them. aiokafka computes murmur2 byte by byte in Python,
-about 8 µs for a customer key, which is a tenth of intake's CPU per batch item; this
-one reads the key's 32-bit words in one ``struct`` call and gives the same hash (a
-property test checks it against aiokafka's) in about half the time.
+about 8 µs for a customer key, which is a tenth of intake's CPU per batch item; the
+``murmurhash2`` package computes the same hash in compiled code in under half a
+microsecond (a property test checks it against aiokafka's, and the Java client's
+published values).
+
+A producer that knows a topic's partitions can place each record itself
+(:func:`partition_of`) and hand the partition to aiokafka, which then skips its own
+partitioning: for every record it otherwise lists the topic's partitions and the
+available ones anew before asking the partitioner.
 """
 
 from __future__ import annotations
 
 import random
-import struct
 from collections.abc import Sequence
 
+from murmurhash2 import murmurhash2
+
 _SEED = 0x9747B28C
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]  # keys up to 255 bytes
 
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), unsigned."""
-    length = len(data)
-    h = _SEED ^ length
-    count = length >> 2
-    words = _WORDS[count] if count < len(_WORDS) else struct.Struct(f"<{count}I")
-    for k in words.unpack_from(data):
-        k = (k * _M) & _MASK
-        k = ((k ^ (k >> 24)) * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    extra = length & 3
-    if extra:
-        tail = length - extra
-        if extra == 3:
-            h ^= data[tail + 2] << 16
-        if extra >= 2:
-            h ^= data[tail + 1] << 8
-        h = ((h ^ data[tail]) * _M) & _MASK
-    h = ((h ^ (h >> 13)) * _M) & _MASK
-    return h ^ (h >> 15)
+    hashed: int = murmurhash2(data, _SEED)
+    return hashed & 0xFFFFFFFF
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of a keyed record among the topic's partitions (in order), by
+    Kafka's default rule."""
+    return partitions[(murmurhash2(key, _SEED) & 0x7FFFFFFF) % len(partitions)]
 
 
 class KeyPartitioner:
@@ -51,4 +45,4 @@ class KeyPartitioner:
     ) -> int:
         if key is None:
             return random.choice(available or all_partitions)
-        return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+        return partition_of(key, all_partitions)

@@ -7,7 +7,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.partitioner import KeyPartitioner, murmur2
+from shared.partitioner import KeyPartitioner, murmur2, partition_of
 
 
 @given(st.binary(max_size=600))
@@ -27,9 +27,9 @@ def test_murmur2_of_known_keys() -> None:
 @given(st.binary(min_size=1, max_size=80), st.integers(min_value=1, max_value=64))
 def test_a_keyed_record_goes_where_aiokafka_would_put_it(key: bytes, count: int) -> None:
     partitions = list(range(count))
-    assert KeyPartitioner()(key, partitions, partitions) == DefaultPartitioner()(
-        key, partitions, partitions
-    )
+    expected = DefaultPartitioner()(key, partitions, partitions)
+    assert KeyPartitioner()(key, partitions, partitions) == expected
+    assert partition_of(key, partitions) == expected
 
 
 def test_a_record_without_key_goes_to_an_available_partition() -> None:
