@@ -8,22 +8,27 @@ a version: new optional fields only. Consumers ignore fields they do not know.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 EVENT_TYPE_PREFIX = "closeloop."
 
 
-def _require_utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("timestamp must carry a time zone (e.g. 2026-01-31T09:00:00Z)")
-    return value
+# A timestamp with its offset, checked by pydantic itself (in compiled code, for every
+# timestamp of every event). Its error, "Input should have timezone info", is shown to
+# people as NAIVE_TIMESTAMP (see error_message).
+UtcDatetime = AwareDatetime
+NAIVE_TIMESTAMP = "timestamp must carry a time zone (e.g. 2026-01-31T09:00:00Z)"
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
+def error_message(error: Mapping[str, Any]) -> str:
+    """The message of one of pydantic's validation errors, as closeloop shows it."""
+    if error.get("type") == "timezone_aware":
+        return NAIVE_TIMESTAMP
+    return str(error.get("msg", "invalid"))
 
 
 class Topic(StrEnum):
@@ -89,6 +94,10 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def _customer_key(identity: str) -> str:
+    return "c-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
 class Customer(Contract):
     id: str | None = Field(default=None, max_length=200, description="The business's own id")
     email: str | None = Field(default=None, max_length=320)
@@ -107,16 +116,13 @@ class Customer(Contract):
     def key(self) -> str:
         """A stable pseudonymous key: partitions one customer's events together and
         lets logs and metrics refer to the customer without personal data in clear."""
-        for kind, value in (
-            ("id", self.id),
-            ("email", self.email),
-            ("phone", self.phone),
-            ("handle", self.handle),
-        ):
+        # The first identity present, in this order; written out rather than looped over,
+        # since every feedback reads it.
+        if self.id:
+            return _customer_key("id:" + self.id.strip())
+        for kind, value in (("email", self.email), ("phone", self.phone), ("handle", self.handle)):
             if value:
-                normalised = value.strip().lower() if kind != "id" else value.strip()
-                digest = hashlib.sha256(f"{kind}:{normalised}".encode()).hexdigest()
-                return f"c-{digest[:24]}"
+                return _customer_key(f"{kind}:{value.strip().lower()}")
         raise AssertionError("validated customers always have an identity")
 
 

@@ -25,6 +25,7 @@ from shared.contracts import (
     EVENT_MODELS,
     EVENT_VERSION,
     EventData,
+    error_message,
     event_type,
     parse_event_type,
 )
@@ -347,5 +348,6 @@ def from_record(
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming each invalid field and why."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {error_message(err)}"
+        for err in exc.errors()
     )

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.contracts import error_message
+
 PROBLEM_JSON = "application/problem+json"
 _STATUSES = {status.value for status in HTTPStatus}
 
@@ -41,7 +43,7 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ()) if part not in ("body",)]
-        out.append({"field": ".".join(loc) or "(body)", "message": str(err.get("msg", "invalid"))})
+        out.append({"field": ".".join(loc) or "(body)", "message": error_message(err)})
     return out
 
 

@@ -18,7 +18,15 @@ from typing import Any
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.contracts import Attachment, Channel, Customer, CustomerTier, Feedback, UtcDatetime
+from shared.contracts import (
+    Attachment,
+    Channel,
+    Customer,
+    CustomerTier,
+    Feedback,
+    UtcDatetime,
+    error_message,
+)
 from shared.envelope import derive_id
 
 MAX_TEXT_CHARS = 20_000
@@ -243,7 +251,7 @@ def build_customer(
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"])
-        raise Invalid(name_of(loc) if loc else field or "(body)", first["msg"]) from exc
+        raise Invalid(name_of(loc) if loc else field or "(body)", error_message(first)) from exc
 
 
 def already_normal(customer: Customer) -> bool:

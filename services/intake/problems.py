@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.intake.domain import Invalid
 from services.intake.metrics import REJECTED
+from shared.contracts import error_message
 from shared.http import problem
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"])
         field = ".".join(part for part in (prefix, path) if part) or "(body)"
-        out.append(field_error(field, str(error["msg"])))
+        out.append(field_error(field, error_message(error)))
     return out
 
 

@@ -20,7 +20,7 @@ from services.intake.app import build
 from services.intake.integrations import sign
 from services.intake.settings import IntakeSettings
 from shared import devstack
-from shared.contracts import Channel, Topic
+from shared.contracts import NAIVE_TIMESTAMP, Channel, Topic
 from shared.devstack import free_port
 from shared.envelope import Event, derive_id
 from tests.conftest import Infra
@@ -239,6 +239,18 @@ async def test_channel_specific_errors_name_the_channel_field(intake: httpx.Asyn
     )
     assert no_sender.status_code == 422
     assert no_sender.json()["errors"] == [{"field": "From", "message": "the mail has no sender"}]
+
+
+async def test_a_timestamp_without_offset_is_a_422_that_asks_for_one(
+    intake: httpx.AsyncClient,
+) -> None:
+    naive = {**COMPLAINT, "received_at": "2026-03-01T17:00:00"}
+    for path, body in (("/v1/feedback", naive), ("/v1/feedback/batch", {"items": [naive]})):
+        response = await intake.post(path, json=body, headers=OPEN)
+        assert response.status_code == 422, path
+        (error,) = response.json()["errors"]
+        assert error["field"].endswith("received_at"), path
+        assert error["message"] == NAIVE_TIMESTAMP, path
 
 
 async def test_malformed_json_is_a_422_not_a_500(intake: httpx.AsyncClient) -> None:

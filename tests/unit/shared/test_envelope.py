@@ -5,15 +5,18 @@ import pytest
 from cloudevents.core.exceptions import CloudEventValidationError
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from shared.contracts import (
     EVENT_MODELS,
+    NAIVE_TIMESTAMP,
     Channel,
     EventData,
     Feedback,
     FeedbackClassified,
     FeedbackReceived,
     Topic,
+    error_message,
     event_type,
     parse_event_type,
 )
@@ -223,7 +226,7 @@ def test_customer_key_is_pseudonymous_and_stable() -> None:
 
 
 def test_naive_timestamps_are_rejected() -> None:
-    with pytest.raises(ValueError, match="time zone"):
+    with pytest.raises(ValidationError, match="timezone") as refused:
         Feedback(
             feedback_id="f",
             channel=Channel.WEB,
@@ -233,3 +236,5 @@ def test_naive_timestamps_are_rejected() -> None:
             received_at=datetime(2026, 1, 1),
             ingested_at=NOW,
         )
+    (error,) = refused.value.errors()
+    assert error_message(error) == NAIVE_TIMESTAMP
