@@ -10,7 +10,6 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -68,8 +67,11 @@ class PoisonMessage(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Event(Generic[D]):
+class Event(NamedTuple, Generic[D]):
+    """One event: its CloudEvents attributes and its data. Immutable: a named tuple,
+    which costs a third of what a frozen dataclass does to make, and every service makes
+    one per event it emits or reads."""
+
     id: str
     source: str
     time: datetime
