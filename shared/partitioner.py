@@ -33,7 +33,7 @@ def murmur2(data: bytes) -> int:
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:
     """The partition of a keyed record among the topic's partitions (in order), by
     Kafka's default rule."""
-    return partitions[(murmurhash2(key, _SEED) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class KeyPartitioner:
