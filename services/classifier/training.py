@@ -1,7 +1,7 @@
 """Builds the model artifact from the committed training data (``train`` command).
 
 Deterministic: the data are read in file order, the vocabulary is sorted, the solver
-(lbfgs) has no randomness, the folds of the confidence calibration are seeded, and the
+has no randomness, the folds of the confidence calibration are seeded, and the
 version is a digest of everything that went in (data, corpus files, taxonomy keywords,
 parameters), so the same inputs always give the same version. Nothing from the held-out
 file is ever read here, other than to refuse training data that overlaps it and to keep
@@ -49,7 +49,7 @@ from shared.contracts import RootCause
 
 SENTIMENT_CORPORA = ("neg.txt", "pos.txt")
 # Bumped whenever the training procedure changes, so the version changes with it.
-TRAINING_REVISION = 4
+TRAINING_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,15 @@ class TrainingParams:
     cause_c: float = 100.0
     sentiment_c: float = 2.0
     max_features: int = 40_000
+    # Both fits are strictly convex, so they have one optimum; what must not depend on the
+    # machine is how close the solver gets to it. lbfgs at its default tolerance stopped
+    # far short of it at C=100 (weights off by up to 4), and where it stopped depended on
+    # the CPU's floating-point kernels. Newton-CG converges quadratically near the optimum:
+    # at a largest gradient entry of 1e-8 it is within about 4e-5 of the optimum's
+    # weights on this data (docs/classifier.md, "Reproducible training"), so two machines
+    # agree far inside the tests' 1e-3 on probabilities.
+    solver: str = "newton-cg"
+    tol: float = 1e-8
     max_iter: int = 3000
     use_corpus: bool = True
     # Folds of out-of-fold logits the confidence temperature is fitted on; 0: none.
@@ -77,6 +86,27 @@ class TrainingSummary:
 
 class TrainingError(ValueError):
     pass
+
+
+def linear_model(c: float, params: TrainingParams, *, balanced: bool) -> LogisticRegression:
+    return LogisticRegression(
+        C=c,
+        class_weight="balanced" if balanced else None,
+        solver=params.solver,
+        tol=params.tol,
+        max_iter=params.max_iter,
+    )
+
+
+def converged(model: LogisticRegression, params: TrainingParams, what: str) -> LogisticRegression:
+    """The fitted model, or a TrainingError when the solver ran out of iterations: a model
+    short of its optimum is not the same model on another machine."""
+    if int(np.max(model.n_iter_)) >= params.max_iter:
+        raise TrainingError(
+            f"the {what} model did not converge in {params.max_iter} iterations "
+            f"(solver {params.solver}, tol {params.tol}): raise max_iter"
+        )
+    return model
 
 
 def sha256_of(path: Path) -> str:
@@ -173,20 +203,19 @@ def fit_models(
     vectorizer.set_params(max_features=params.max_features)
     vectorizer.fit(list(dict.fromkeys(cause_texts + sentiment_texts)))
 
-    sentiment_model = LogisticRegression(C=params.sentiment_c, max_iter=params.max_iter)
+    sentiment_model = linear_model(params.sentiment_c, params, balanced=False)
     sentiment_model.fit(
         vectorizer.transform(sentiment_texts),
         sentiment_labels,
         sample_weight=balanced_by_script(sentiment_texts, sentiment_labels, weights),
     )
+    converged(sentiment_model, params, "sentiment")
 
     ngrams = vectorizer.transform(cause_texts)
     sentiment = sentiment_from_logit(sentiment_model.decision_function(ngrams))
-    cause_model = LogisticRegression(
-        C=params.cause_c, class_weight="balanced", max_iter=params.max_iter
-    )
+    cause_model = linear_model(params.cause_c, params, balanced=True)
     features = cause_features(ngrams, counts, sentiment)
-    cause_model.fit(features, cause_labels)
+    converged(cause_model.fit(features, cause_labels), params, "root-cause")
     return FittedModels(
         vectorizer=vectorizer,
         sentiment_model=sentiment_model,
@@ -205,7 +234,7 @@ def fit_temperature(features: Any, labels: Sequence[str], params: TrainingParams
     temperature changes no decision, only how sure the model says it is."""
     if params.calibration_folds < 2:
         return 1.0
-    model = LogisticRegression(C=params.cause_c, class_weight="balanced", max_iter=params.max_iter)
+    model = linear_model(params.cause_c, params, balanced=True)
     splitter = StratifiedKFold(n_splits=params.calibration_folds, shuffle=True, random_state=0)
     logits = cross_val_predict(model, features, labels, cv=splitter, method="decision_function")
     truth = np.searchsorted(np.unique(labels), labels)  # the order of the model's classes_
