@@ -14,6 +14,9 @@ from shared.contracts import RootCause, Urgency
 DATA_DIR = Path(__file__).with_name("data")
 TRAIN_FILE = DATA_DIR / "train.jsonl"
 HELDOUT_FILE = DATA_DIR / "heldout.jsonl"
+# Written and labelled apart from the training data, the rules and the model
+# (blind/README.md): read by evaluation only, never by training or by whoever edits rules.
+BLIND_FILE = DATA_DIR / "blind" / "blind.jsonl"
 
 SentimentLabel = Literal["positive", "negative", "neutral", "mixed"]
 

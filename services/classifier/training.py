@@ -33,7 +33,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from services.classifier import labelling
 from services.classifier.config import Taxonomy
-from services.classifier.dataset import HELDOUT_FILE, TRAIN_FILE, LabelledExample, read_examples
+from services.classifier.dataset import (
+    BLIND_FILE,
+    HELDOUT_FILE,
+    TRAIN_FILE,
+    LabelledExample,
+    read_examples,
+)
 from services.classifier.domain import keyword_counts, keyword_matches
 from services.classifier.evaluation import LabelReport, format_label_report, label_report
 from services.classifier.model import (
@@ -251,18 +257,25 @@ def fit_temperature(features: Any, labels: Sequence[str], params: TrainingParams
 
 
 def read_training_data(
-    train_file: Path, heldout_file: Path
+    train_file: Path, heldout_file: Path, blind_file: Path = BLIND_FILE
 ) -> tuple[list[LabelledExample], set[str]]:
-    """The training examples and the normalised held-out texts; refuses any overlap."""
+    """The training examples and the normalised texts of every evaluation set (held out,
+    blind); refuses any overlap. The blind set's texts are compared, never shown."""
     examples = read_examples(train_file)
-    heldout_keys = (
-        {labelling.normalise(e.text) for e in read_examples(heldout_file)}
-        if heldout_file.exists()
-        else set()
-    )
-    leaked = [e.text for e in examples if labelling.normalise(e.text) in heldout_keys]
+    heldout_keys = {
+        labelling.normalise(e.text)
+        for path in (heldout_file, blind_file)
+        if path.exists()
+        for e in read_examples(path)
+    }
+    leaked = [e for e in examples if labelling.normalise(e.text) in heldout_keys]
     if leaked:
-        raise TrainingError(f"{len(leaked)} training texts are also held out, e.g. {leaked[0]!r}")
+        # Named by line id, not by text: an evaluation text must not be shown to whoever
+        # edits the data or the rules.
+        raise TrainingError(
+            f"{len(leaked)} training texts are also held out or in the blind set, e.g. "
+            f"id {leaked[0].id or '(none)'} of {train_file.name}: remove them from training"
+        )
     if not examples:
         raise TrainingError(f"{train_file}: no training examples")
     return examples, heldout_keys

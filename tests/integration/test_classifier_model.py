@@ -85,6 +85,16 @@ def test_training_refuses_data_that_overlaps_the_held_out_set(tmp_path: Path) ->
         )
 
 
+def test_training_refuses_data_that_overlaps_the_blind_set(tmp_path: Path) -> None:
+    line = TRAIN_FILE.read_text(encoding="utf-8").splitlines()[0]
+    (tmp_path / "train.jsonl").write_text(line + "\n", encoding="utf-8")
+    blind = tmp_path / "blind.jsonl"
+    blind.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(TrainingError, match="blind set") as refused:
+        read_training_data(tmp_path / "train.jsonl", tmp_path / "absent.jsonl", blind)
+    assert read_examples(blind)[0].text not in str(refused.value)
+
+
 def test_retraining_rebuilds_the_committed_model(tmp_path: Path) -> None:
     summary = train(TAXONOMY, tmp_path / "model.npz")
     assert summary.version == MODEL.version
