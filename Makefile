@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run test lint fmt clean prometheus chromium
+.PHONY: help env run test lint fmt clean prometheus chromium kafkacat
 
 help:
 	@echo "make run   - start the whole system locally (broker, database, four services)"
@@ -61,7 +61,23 @@ chromium:
 	  fi; \
 	fi
 
-test: env prometheus chromium
+# tests/e2e/test_downstream_clients.py reads every topic with Debian's kafkacat (kcat, on
+# librdkafka), as integrators' scripts do. Installed once when missing (CI runs as root on
+# Debian); CLOSELOOP_KAFKACAT points the tests at another kcat binary.
+kafkacat:
+	@if ! command -v "$${CLOSELOOP_KAFKACAT:-kcat}" >/dev/null && ! command -v kafkacat >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's kafkacat package (a librdkafka consumer for tests/e2e)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      kafkacat >/dev/null; \
+	  else \
+	    echo "kafkacat is missing: install Debian's kafkacat package" \
+	      "(apt-get install kafkacat) or set CLOSELOOP_KAFKACAT; tests/e2e needs it" >&2; \
+	  fi; \
+	fi
+
+test: env prometheus chromium kafkacat
 	$(PY) -m pytest
 
 lint: env
