@@ -29,52 +29,41 @@ env: $(VENV)/.synced
 run: env
 	$(PY) -m shared.devstack run
 
-# tests/deploy runs promtool and a real Prometheus server: Debian's prometheus package.
-# Installed once when missing (CI runs as root on Debian); the tests start the server
+# Installs Debian's package $(1) when run as root on Debian (as CI is), else says what to
+# install; $(2) says who needs it, $(3) (optional) what else would do. Each target below
+# decides for itself what "missing" is.
+define apt_install
+if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+  echo "installing Debian's $(1) package ($(2))"; \
+  apt-get update -qq >/dev/null && \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(1) >/dev/null; \
+else \
+  echo "$(1) is missing: install Debian's $(1) package (apt-get install $(1))$(3); $(2)" >&2; \
+fi
+endef
+
+# tests/deploy runs promtool and a real Prometheus server; the tests start the server
 # themselves, on a free port.
 prometheus:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's prometheus package (promtool and the server, for tests/deploy)"; \
-	    apt-get update -qq >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus >/dev/null; \
-	  else \
-	    echo "prometheus and promtool are missing: install Debian's prometheus package" \
-	      "(apt-get install prometheus); tests/deploy needs them" >&2; \
-	  fi; \
+	  $(call apt_install,prometheus,promtool and the server for tests/deploy); \
 	fi
 
 # tests/e2e/test_survey_browser.py drives the survey page in Debian's chromium (through
-# playwright, never a downloaded browser). Installed once when missing (CI runs as root on
-# Debian); CLOSELOOP_CHROMIUM points the tests at another chromium binary.
+# playwright, never a downloaded browser); CLOSELOOP_CHROMIUM points the tests at another
+# chromium binary.
 chromium:
 	@if [ ! -x "$${CLOSELOOP_CHROMIUM:-/usr/bin/chromium}" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium package (headless browser for tests/e2e)"; \
-	    apt-get update -qq >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      chromium >/dev/null; \
-	  else \
-	    echo "chromium is missing: install Debian's chromium package" \
-	      "(apt-get install chromium) or set CLOSELOOP_CHROMIUM; tests/e2e needs it" >&2; \
-	  fi; \
+	  $(call apt_install,chromium,a headless browser for tests/e2e, or set CLOSELOOP_CHROMIUM); \
 	fi
 
 # tests/e2e/test_downstream_clients.py reads every topic with Debian's kafkacat (kcat, on
-# librdkafka), as integrators' scripts do. Installed once when missing (CI runs as root on
-# Debian); CLOSELOOP_KAFKACAT points the tests at another kcat binary.
+# librdkafka), as integrators' scripts do; CLOSELOOP_KAFKACAT points the tests at another
+# kcat binary.
 kafkacat:
 	@if ! command -v "$${CLOSELOOP_KAFKACAT:-kcat}" >/dev/null && ! command -v kafkacat >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's kafkacat package (a librdkafka consumer for tests/e2e)"; \
-	    apt-get update -qq >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      kafkacat >/dev/null; \
-	  else \
-	    echo "kafkacat is missing: install Debian's kafkacat package" \
-	      "(apt-get install kafkacat) or set CLOSELOOP_KAFKACAT; tests/e2e needs it" >&2; \
-	  fi; \
+	  $(call apt_install,kafkacat,a librdkafka consumer for tests/e2e, or set CLOSELOOP_KAFKACAT); \
 	fi
 
 test: env prometheus chromium kafkacat
