@@ -293,7 +293,11 @@ def main() -> int:
             ],
             log=data_dir / "logs" / "relay.log",
         )
-        pids = {p.name: p.popen.pid for p in stack.processes if p.name in devstack.SERVICES}
+        pids = {
+            child.name: child.process.popen.pid
+            for child in stack.supervisor.children
+            if child.name in devstack.SERVICES and child.process is not None
+        }
         pids["relay"] = relay.popen.pid
         report(asyncio.run(run_benchmark(stack, pids, rates, args.duration)))
     finally:

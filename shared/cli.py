@@ -510,13 +510,16 @@ def stack_up(
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the local stack started by `closeloop stack up`, and every process it started."""
-    files = StackFiles.of(devstack.StackSettings())
+    settings = devstack.StackSettings()
+    files = StackFiles.of(settings)
     pid = running_pid(files)
     if pid is None:
         console.print("not running")
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
+    console.print(f"draining (at most {settings.drain_timeout_s:.0f}s), then stopping")
+    # The drain, then each process's own graceful stop.
+    deadline = time.monotonic() + settings.drain_timeout_s + 60
     while time.monotonic() < deadline and running_pid(files) is not None:
         time.sleep(0.2)
     files.pid.unlink(missing_ok=True)

@@ -8,11 +8,22 @@ a version: new optional fields only. Consumers ignore fields they do not know.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import sys
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 EVENT_TYPE_PREFIX = "closeloop."
 
@@ -126,10 +137,128 @@ class Customer(Contract):
         raise AssertionError("validated customers always have an identity")
 
 
+# --- what MongoDB can store ---------------------------------------------------------
+# JSON can say more than BSON and MongoDB can hold: integers of any size, NaN (pydantic
+# reads it), keys with NUL, ``$`` keys that come back from MongoDB as a DBRef or another
+# operator document, any depth. Every event's feedback passes through the rule below when
+# it is validated, whoever produced it and whenever (a replayed old event included), so
+# a consumer can always store what it reads. Intake refuses most of these at its edge
+# (docs/channels.md); this is the rule for everything that gets past an edge.
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# Levels of objects and arrays in metadata, metadata itself the first. MongoDB stores
+# 100 levels; the stores keep the feedback about six levels down.
+MAX_METADATA_DEPTH = 32
+_NO_LIMIT = sys.maxsize
+
+
+def storable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` as MongoDB can store it and JSON can carry it, unchanged (the same
+    object) when it already is. Integers beyond 64 bits become their decimal digits;
+    NaN and infinities become null (as the event's JSON writes them); in keys, NUL and
+    lone surrogates become U+FFFD, a leading ``$`` becomes U+FF04 (a fullwidth dollar)
+    and keys that are not strings become strings; lone surrogates in strings become
+    U+FFFD; objects and arrays below the 32nd level are kept as their JSON text."""
+    if not metadata or _is_storable(metadata, 1):
+        return metadata
+    normalised: dict[str, Any] = _storable(metadata, 1, MAX_METADATA_DEPTH)
+    return normalised
+
+
+def _is_storable(value: Any, level: int) -> bool:
+    # Checked before anything is copied: almost every feedback's metadata is storable.
+    # Exact types first (every event's metadata passes here, in every consumer), then
+    # their subclasses (str enums, BSON's Int64) and everything else.
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or _encodable(value)
+    if kind is int:
+        return bool(INT64_MIN <= value <= INT64_MAX)
+    if kind is bool or value is None:
+        return True
+    if kind is dict:
+        if level > MAX_METADATA_DEPTH:
+            return False
+        for key, item in value.items():
+            if not (_is_storable_key(key) and _is_storable(item, level + 1)):
+                return False
+        return True
+    if isinstance(value, str):
+        return value.isascii() or _encodable(value)
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return _is_storable(dict(value), level)
+    if isinstance(value, list | tuple):
+        return level <= MAX_METADATA_DEPTH and all(_is_storable(item, level + 1) for item in value)
+    return True  # datetimes and the like, from Python producers or BSON, are stored as they are
+
+
+def _is_storable_key(key: Any) -> bool:
+    return (
+        type(key) is str
+        and "\x00" not in key
+        and key[:1] != "$"
+        and (key.isascii() or _encodable(key))
+    )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(value: Any, level: int, limit: int) -> Any:
+    if isinstance(value, str):
+        return value if value.isascii() or _encodable(value) else _without_surrogates(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict | list | tuple) and level > limit:
+        return json.dumps(_storable(value, 1, _NO_LIMIT), ensure_ascii=False, default=str)
+    if isinstance(value, dict):
+        return {
+            _storable_key(key): _storable(item, level + 1, limit) for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_storable(item, level + 1, limit) for item in value]
+    return value
+
+
+def _storable_key(key: Any) -> str:
+    text = _without_surrogates(key if isinstance(key, str) else str(key)).replace("\x00", "\ufffd")
+    return "\uff04" + text[1:] if text.startswith("$") else text
+
+
+def _without_surrogates(text: str) -> str:
+    if text.isascii() or _encodable(text):
+        return text
+    # Through UTF-16: a high and low surrogate side by side become the character they
+    # encode, a lone one becomes U+FFFD.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(storable_metadata)]
+
+
 class Attachment(Contract):
     name: str
     content_type: str = "application/octet-stream"
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, description="Bytes; sizes beyond 2**63 - 1 are recorded as that")
+
+    @field_validator("size")
+    @classmethod
+    def _storable_size(cls, value: int) -> int:
+        return min(value, INT64_MAX)
 
 
 class Feedback(Contract):
@@ -146,7 +275,9 @@ class Feedback(Contract):
     received_at: UtcDatetime
     ingested_at: UtcDatetime
     attachments: list[Attachment] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(
+        default_factory=dict, description="Channel-specific; storable (see storable_metadata)"
+    )
     related_case_id: str | None = Field(
         default=None, description="Set when the feedback continues an existing case"
     )

@@ -5,27 +5,34 @@ Development and tests only. The servers come from the ``localstack`` dependency 
 and run as separate processes; the product never imports them.
 
 ``python -m shared.devstack run`` (what ``make run`` calls) starts everything, prints
-where things are, and stops every process it started on Ctrl-C or SIGTERM.
+where things are, and restarts a child that exits (with backoff). On Ctrl-C or SIGTERM
+it stops intake, waits until the consumers have handled what intake accepted, and
+stops every process it started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
 
+from shared import credentials
 from shared.contracts import Topic, dlq_topic
 
 SERVICES = ("intake", "classifier", "router", "followup")
@@ -47,6 +54,21 @@ class StackSettings(BaseSettings):
     followup_port: int = 8003
     public_url: str = "http://127.0.0.1:8003"
     service_logs_to_files: bool = False
+    restart_initial_s: float = Field(
+        default=1.0, gt=0, description="Wait before restarting a child that exited"
+    )
+    restart_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait, reached by doubling at each crash in a row"
+    )
+    restart_reset_after_s: float = Field(
+        default=60.0, gt=0, description="Up this long, a child's next crash waits the least again"
+    )
+    drain_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="On Ctrl-C, how long to wait, once intake stopped, for the consumers to "
+        "handle what it accepted (the local broker keeps it in memory only)",
+    )
 
 
 def free_port() -> int:
@@ -202,13 +224,18 @@ def mongo_url(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false"
 
 
-# Credentials of the local stack only: agent tools call followup's case API with this
-# key; survey links are signed with this secret. Production sets its own.
-FOLLOWUP_DEV_API_KEY = "local-dev-followup-agent-key"
-FOLLOWUP_DEV_SURVEY_SECRET = "local-dev-followup-survey-link-secret"
+# Credentials of the local stack only. They are on the list of published secrets
+# (shared/credentials.py) that every service refuses outside the local stack.
+# Agent tools call followup's case API with this key; survey links are signed with
+# this secret.
+FOLLOWUP_DEV_API_KEY = credentials.FOLLOWUP_DEV_API_KEY
+FOLLOWUP_DEV_SURVEY_SECRET = credentials.FOLLOWUP_DEV_SURVEY_SECRET
+# The router's API: a key that may read and write, and a dashboard's that may only read.
+ROUTER_DEV_API_KEY = credentials.ROUTER_DEV_API_KEY
+ROUTER_DEV_READ_API_KEY = credentials.ROUTER_DEV_READ_API_KEY
 # The API key of intake's "development" integration (services/intake/integrations.yaml),
-# passed as CLOSELOOP_INTAKE_DEV_API_KEY; channels send it as X-API-Key. Local only.
-INTAKE_DEV_API_KEY = "local-dev-intake-key"
+# passed as CLOSELOOP_INTAKE_DEV_API_KEY; channels send it as X-API-Key.
+INTAKE_DEV_API_KEY = credentials.INTAKE_DEV_API_KEY
 
 
 LOCAL_FETCH_MAX_WAIT_MS = 50
@@ -236,9 +263,18 @@ def service_env(
         # a short wait keeps the latency of each hop low.
         f"{prefix}KAFKA_FETCH_MAX_WAIT_MS": str(LOCAL_FETCH_MAX_WAIT_MS),
     }
+    # The local stack's published credentials are accepted only with this.
+    env[f"{prefix}ENVIRONMENT"] = "local"
     if name == "followup":
         env[f"{prefix}API_KEYS"] = f'{{"local-dev": "{FOLLOWUP_DEV_API_KEY}"}}'
         env[f"{prefix}SURVEY_SECRET"] = FOLLOWUP_DEV_SURVEY_SECRET
+    if name == "router":
+        env[f"{prefix}API_KEYS"] = json.dumps(
+            {
+                "local-dev": ROUTER_DEV_API_KEY,
+                "local-dashboard": {"key": ROUTER_DEV_READ_API_KEY, "scopes": ["read"]},
+            }
+        )
     if name == "intake":
         env[f"{prefix}DEV_API_KEY"] = INTAKE_DEV_API_KEY
     env.update(extra or {})
@@ -252,10 +288,207 @@ def start_service(name: str, env: dict[str, str], port: int, log: Path | None = 
     return process
 
 
+# --- supervision ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a child that exited starts again: after ``initial_s``, twice as long after
+    each further crash in a row, at most ``max_s``; a child that had stayed up for
+    ``reset_after_s`` starts over at ``initial_s``."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    reset_after_s: float = 60.0
+
+    def crashes_in_a_row(self, before: int, uptime_s: float) -> int:
+        return 1 if uptime_s >= self.reset_after_s else before + 1
+
+    def backoff_s(self, crashes: int) -> float:
+        # The exponent is capped: past it the delay is max_s anyway.
+        return float(min(self.max_s, self.initial_s * 2 ** min(max(crashes - 1, 0), 32)))
+
+
+def exit_status(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-returncode).name
+        return f"signal {-returncode}"
+    return f"code {returncode}"
+
+
+@dataclass
+class Child:
+    """A process the stack keeps running. ``launch`` starts it and returns once it
+    listens (raising, with nothing left running, if it does not)."""
+
+    name: str
+    launch: Callable[[], Process]
+    process: Process | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Restarts children that exit, with the policy's backoff, and says so."""
+
+    def __init__(
+        self,
+        policy: RestartPolicy,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.say = say
+        self.clock = clock
+        self.children: list[Child] = []
+
+    def start(self, child: Child) -> None:
+        """The first start: a child that cannot start stops the stack's start."""
+        child.process = child.launch()
+        child.started_at = self.clock()
+        self.children.append(child)
+        self.say(f"{child.name} started (pid {child.process.popen.pid})")
+
+    def check(self) -> None:
+        now = self.clock()
+        for child in self.children:
+            if child.restart_at is None:
+                returncode = None if child.process is None else child.process.popen.poll()
+                if returncode is not None:
+                    self._schedule_restart(child, now, f"exited with {exit_status(returncode)}")
+            elif now >= child.restart_at:
+                self._restart(child)
+
+    def _schedule_restart(self, child: Child, now: float, what: str) -> None:
+        uptime = now - child.started_at
+        child.crashes = self.policy.crashes_in_a_row(child.crashes, uptime)
+        delay = self.policy.backoff_s(child.crashes)
+        child.restart_at = now + delay
+        self.say(
+            f"{child.name} {what} after {uptime:.1f}s; restarting in {delay:g}s "
+            f"(crash {child.crashes} in a row)"
+        )
+
+    def _restart(self, child: Child) -> None:
+        child.started_at = self.clock()
+        try:
+            child.process = child.launch()
+        except (RuntimeError, OSError) as exc:  # TimeoutError is an OSError
+            child.process = None
+            self._schedule_restart(child, self.clock(), f"did not start ({exc})")
+            return
+        child.restart_at = None
+        self.say(f"{child.name} restarted (pid {child.process.popen.pid})")
+
+    def release(self, name: str) -> Child | None:
+        """Stop watching a child (to stop it on purpose); it is not restarted."""
+        for child in self.children:
+            if child.name == name:
+                self.children.remove(child)
+                return child
+        return None
+
+    def stop_all(self) -> None:
+        # In reverse order of start: services before the servers they use.
+        for child in reversed(self.children):
+            if child.process is not None:
+                child.process.stop()
+        self.children.clear()
+
+
+def launched(process: Process, port: int, timeout: float = 30.0) -> Process:
+    """``process`` once it listens on ``port``; killed if it does not."""
+    process.port = port
+    try:
+        wait_for_port(port, timeout, process=process.popen)
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+# --- draining --------------------------------------------------------------------------
+
+# Each consuming service's consumer group and what it reads (its app.py), so that a stop
+# waits until each has handled everything published to it.
+CONSUMER_GROUPS: dict[str, tuple[Topic, ...]] = {
+    "closeloop-classifier": (Topic.FEEDBACK_RECEIVED,),
+    "closeloop-router": (Topic.FEEDBACK_CLASSIFIED, Topic.CASE_LIFECYCLE),
+    "closeloop-followup": (Topic.CASE_ROUTED,),
+}
+
+
+def events_left(
+    committed: Mapping[TopicPartition, int | None],
+    ends: Mapping[TopicPartition, int],
+    beginnings: Mapping[TopicPartition, int],
+) -> int:
+    """Events a consumer group has not committed yet: from its committed offset (or, where
+    it has committed nothing, the partition's beginning) to the partition's end."""
+    return sum(
+        max(0, end - max(beginnings.get(tp, 0), committed.get(tp) or 0)) for tp, end in ends.items()
+    )
+
+
+async def backlog(bootstrap: str, groups: Mapping[str, Sequence[Topic]]) -> int:
+    """Events the consumer groups have still to handle, summed over every group.
+
+    Every group's committed offsets are read before any partition's end: a consumer
+    produces its output before it commits its input, so an event in between is seen
+    either as not committed or at the end of the next topic, never as neither."""
+    consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
+    try:
+        for group, topics in groups.items():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+            )
+            consumers[group] = consumer, []
+            await consumer.start()
+            await consumer.topics()  # loads the metadata partitions_for_topic reads
+            consumers[group][1].extend(
+                TopicPartition(topic.value, partition)
+                for topic in topics
+                for partition in sorted(consumer.partitions_for_topic(topic.value) or ())
+            )
+        committed = {
+            group: {tp: await consumer.committed(tp) for tp in tps}
+            for group, (consumer, tps) in consumers.items()
+        }
+        left = 0
+        for group, (consumer, tps) in consumers.items():
+            if tps:
+                ends = await consumer.end_offsets(tps)
+                beginnings = await consumer.beginning_offsets(tps)
+                left += events_left(committed[group], ends, beginnings)
+        return left
+    finally:
+        for consumer, _ in consumers.values():
+            await consumer.stop()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the stack -------------------------------------------------------------------------
+
+
 @dataclass
 class Stack:
     settings: StackSettings
-    processes: list[Process] = field(default_factory=list)
+    say: Callable[[str], None] = _say
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        policy = RestartPolicy(s.restart_initial_s, s.restart_max_s, s.restart_reset_after_s)
+        self.supervisor = Supervisor(policy, self.say)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.settings.kafka_port}"
 
     def service_ports(self) -> dict[str, int]:
         s = self.settings
@@ -282,36 +515,92 @@ class Stack:
                 "may be running; stop it or choose other CLOSELOOP_STACK_*_PORT values"
             )
         try:
-            self.processes.append(start_broker(s.kafka_port, logs / "kafka.log"))
-            self.processes.append(
-                start_database(s.mongo_port, str(s.data_dir / "mongo"), logs / "mongodb.log")
+            # The broker keeps topics in memory: a restarted one needs them again.
+            self.supervisor.start(Child("kafka", lambda: self._broker(logs / "kafka.log")))
+            self.supervisor.start(
+                Child(
+                    "mongodb",
+                    lambda: start_database(
+                        s.mongo_port, str(s.data_dir / "mongo"), logs / "mongodb.log"
+                    ),
+                )
             )
-            asyncio.run(create_topics(f"127.0.0.1:{s.kafka_port}", s.partitions))
             for name, port in self.service_ports().items():
-                extra = (
-                    {"CLOSELOOP_FOLLOWUP_PUBLIC_URL": s.public_url} if name == "followup" else {}
-                )
-                env = service_env(
-                    name,
-                    http_port=port,
-                    kafka_port=s.kafka_port,
-                    mongo_port=s.mongo_port,
-                    extra=extra,
-                )
-                log = logs / f"{name}.log" if s.service_logs_to_files else None
-                self.processes.append(start_service(name, env, port, log))
+                self.supervisor.start(Child(name, self._service_launcher(name, port, logs)))
         except BaseException:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        # Services first, so they commit and leave their groups while the broker is up.
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
+    def _broker(self, log: Path) -> Process:
+        process = start_broker(self.settings.kafka_port, log)
+        try:
+            asyncio.run(create_topics(self.bootstrap, self.settings.partitions))
+        except BaseException:
+            process.kill()
+            raise
+        return process
 
-    def exited(self) -> list[Process]:
-        return [p for p in self.processes if p.popen.poll() is not None]
+    def _service_launcher(self, name: str, port: int, logs: Path) -> Callable[[], Process]:
+        s = self.settings
+        extra = {"CLOSELOOP_FOLLOWUP_PUBLIC_URL": s.public_url} if name == "followup" else {}
+        env = service_env(
+            name, http_port=port, kafka_port=s.kafka_port, mongo_port=s.mongo_port, extra=extra
+        )
+        log = logs / f"{name}.log" if s.service_logs_to_files else None
+        argv = [sys.executable, "-m", f"services.{name}"]
+        return lambda: launched(spawn(name, argv, env=env, log=log), port)
+
+    def supervise(self) -> None:
+        """Restart what has exited (one call per tick of ``run``)."""
+        self.supervisor.check()
+
+    def wind_down(self, interrupted: Callable[[], bool]) -> int | None:
+        """Stop intake, so nothing new is accepted, then wait (at most
+        ``drain_timeout_s``, or until ``interrupted()``) until the consumers have handled
+        everything it accepted. Returns the events left, None if they cannot be counted."""
+        intake = self.supervisor.release("intake")
+        if intake is not None and intake.process is not None:
+            self.say("intake stopped: no new feedback is accepted")
+            intake.process.stop()
+        return self.drain(self.settings.drain_timeout_s, interrupted)
+
+    def drain(self, timeout_s: float, interrupted: Callable[[], bool]) -> int | None:
+        console = Console(stderr=True)
+        deadline = time.monotonic() + timeout_s
+        left: int | None = None
+        zeros = 0
+        shown: int | None = None
+        progress = console.status("draining...") if console.is_terminal else None
+        with progress or contextlib.nullcontext():
+            while True:
+                self.supervise()
+                try:
+                    left = asyncio.run(backlog(self.bootstrap, CONSUMER_GROUPS))
+                except KafkaError as exc:
+                    self.say(f"cannot read the consumers' progress ({exc!r}): not draining")
+                    return None
+                # The broker may report a partition's end a moment late: zero twice.
+                zeros = zeros + 1 if left == 0 else 0
+                if zeros >= 2 or interrupted() or time.monotonic() >= deadline:
+                    break
+                message = f"draining: {left} events left"
+                if progress is not None:
+                    progress.update(message)
+                elif left != shown:
+                    self.say(message)
+                shown = left
+                time.sleep(0.5)
+        if left:
+            self.say(
+                f"stopping with {left} events not yet handled: they are lost with the "
+                "local broker's memory"
+            )
+        else:
+            self.say("drained: every accepted event has been handled")
+        return left
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
 
 
 def banner(stack: Stack) -> str:
@@ -322,6 +611,9 @@ def banner(stack: Stack) -> str:
         f"  intake API       http://127.0.0.1:{ports['intake']}/docs   (POST /v1/feedback)",
         f"  followup API     http://127.0.0.1:{ports['followup']}/docs   (GET /v1/cases/{{id}})",
         f"                   X-API-Key: {FOLLOWUP_DEV_API_KEY}",
+        f"  router API       http://127.0.0.1:{ports['router']}/docs   (GET /v1/teams)",
+        f"                   X-API-Key: {ROUTER_DEV_API_KEY}  (read only: "
+        f"{ROUTER_DEV_READ_API_KEY})",
         f"  kafka            127.0.0.1:{s.kafka_port}",
         f"  topics           {', '.join(t.value for t in Topic)} (and <topic>.dlq)",
         f"  mongodb          {mongo_url(s.mongo_port)}",
@@ -333,14 +625,16 @@ def banner(stack: Stack) -> str:
 
 
 def run(detached: bool = False) -> int:
-    """Run the stack until Ctrl-C/SIGTERM; unless ``detached``, also stop when the process
-    that started it (make, a terminal) goes away, so no child is left behind."""
-    stack = Stack(StackSettings())
-    stopping = False
+    """Run the stack until Ctrl-C/SIGTERM, restarting children that exit; then stop
+    intake, let the pipeline drain and stop everything. Unless ``detached``, also stop
+    when the process that started it (make, a terminal) goes away, so no child is left
+    behind. A second Ctrl-C stops without waiting for the drain."""
+    settings = StackSettings()
+    stack = Stack(settings)
+    signals: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        signals.append(signum)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -348,18 +642,15 @@ def run(detached: bool = False) -> int:
     try:
         stack.start()
         print(banner(stack), flush=True)
-        while not stopping:
+        while not signals:
             if not detached and os.getppid() != parent:  # whoever started us is gone
                 break
-            dead = stack.exited()
-            if dead:
-                for process in dead:
-                    print(f"{process.name} exited with {process.popen.returncode}", file=sys.stderr)
-                return 1
+            stack.supervise()
             time.sleep(0.5)
+        print("stopping closeloop...", flush=True)
+        stack.wind_down(interrupted=lambda: len(signals) > 1)
         return 0
     finally:
-        print("stopping closeloop...", flush=True)
         stack.stop()
         print("stopped.", flush=True)
 

@@ -18,6 +18,9 @@ class BrokerUnavailable(Exception):
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, BrokerUnavailable | KafkaError | ConnectionFailure | ExecutionTimeout):
         return True
+    if isinstance(exc, PyMongoError) and exc.timeout:
+        # Out of its time budget: the request's (pymongo.timeout) or the server's.
+        return True
     if isinstance(exc, OperationFailure):
         return exc.has_error_label("TransientTransactionError") or exc.has_error_label(
             "RetryableWriteError"

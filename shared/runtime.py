@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import pymongo
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, _csot
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import db as dbmod
 from shared.errors import is_transient
+from shared.http import install_problem_handlers
 from shared.kafka import BatchHandler, ConsumerLoop, EventProducer, Handler, sleep_unless
 from shared.logging import setup_logging
 from shared.metrics import DEPENDENCY_UP, HTTP_REQUESTS, HTTP_SECONDS, SERVICE_INFO
@@ -34,16 +40,51 @@ StartupHook = Callable[[], Awaitable[None]]
 VERSION = "0.1.0"
 
 
+# Swagger UI's files, installed with the package (no CDN): /docs works offline.
+SWAGGER_UI = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+DOCS_ASSETS = "/docs/assets"
+
+
 def web_app(title: str, **options: Any) -> FastAPI:
     """A service's FastAPI application. Its metrics are Prometheus's (``/metrics``), so
     FastAPI's own OpenTelemetry hooks stay off: with them on, every request looks up
-    the global telemetry providers, about 3 % of intake's CPU per request."""
-    return FastAPI(
+    the global telemetry providers, about 3 % of intake's CPU per request.
+
+    ``/docs`` is Swagger UI served from the service's own assets; ReDoc, which FastAPI
+    would load from a CDN, is off."""
+    app = FastAPI(
         title=title,
         version=VERSION,
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,
+        redoc_url=None,
         **options,
     )
+    _add_docs(app)
+    return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+    redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API",
+            oauth2_redirect_url=f"{root}{redirect}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            # Swagger UI would otherwise ask validator.swagger.io about the spec.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(redirect, include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 class _Server(uvicorn.Server):
@@ -93,6 +134,32 @@ class RequestMetrics:
             bound[1].observe(time.perf_counter() - started)
 
 
+class RequestDeadline:
+    """Bounds the database work of each request (PyMongo's client-side operation
+    timeout, a deadline for every operation the request makes): when the database
+    does not answer, the request is a 503 within this time instead of waiting out the
+    driver's server-selection timeout. Consumers and jobs run outside requests and keep
+    their own timeouts and retries."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The request starts with no deadline but its own. uvicorn can start a request
+        # in a context copied from the previous one on the same connection (a callback
+        # scheduled while that one ran), deadline included; pymongo.timeout only ever
+        # shortens a deadline, so that one, long past, would fail every operation. The
+        # reset is PyMongo's own (pinned in pyproject.toml); it changes this request's
+        # context only.
+        _csot.reset_all()
+        with pymongo.timeout(self.seconds):
+            await self.app(scope, receive, send)
+
+
 class Service:
     def __init__(
         self,
@@ -118,6 +185,11 @@ class Service:
         self._consumers: list[ConsumerLoop] = []
         self._jobs: list[Job] = []
         self._startup: list[StartupHook] = []
+        install_problem_handlers(self.app, retry_after_s=settings.retry_after_s)
+        if uses_database:
+            self.app.add_middleware(
+                RequestDeadline, seconds=settings.mongo_request_timeout_ms / 1000
+            )
         self._add_operational_routes()
 
     @property

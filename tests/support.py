@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from shared.contracts import (
     CaseRouted,
@@ -205,3 +207,16 @@ def a_case_routed(priority: Priority = Priority.P3, *, at: datetime = NOW) -> Ca
         classification=a_classification(),
         routing=a_routing(priority, at=at),
     )
+
+
+def http_routes(routes: Sequence[BaseRoute]) -> list[APIRoute]:
+    """Every API route an app serves, those of included routers too (FastAPI keeps an
+    included router as one entry of ``app.routes``, holding its ``original_router``)."""
+    out: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            out.append(route)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            out += http_routes(included.routes)
+    return out

@@ -34,6 +34,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(agent_client)])
 
 CaseStatus = Literal["open", "resolved", "reopened", "closed"]
+# Skipping is linear in the database: deep pages cost as much as reading everything
+# before them, and a number past 64 bits cannot be sent at all.
+MAX_OFFSET = 100_000
 Client = Annotated[str, Depends(agent_client)]
 
 
@@ -200,7 +203,12 @@ async def list_cases(
     agent: str | None = None,
     feedback_id: str | None = None,
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(
+        default=0,
+        ge=0,
+        le=MAX_OFFSET,
+        description="Cases to skip; beyond the first 100,000 narrow the list with the filters",
+    ),
 ) -> CasePage:
     """Cases, newest first, filtered by status, team, agent or the feedback that opened them."""
     followup, _ = _followup(request)

@@ -8,20 +8,20 @@ from collections.abc import Callable
 from datetime import datetime
 
 from services.followup.api import router as api_router
-from services.followup.auth import ApiKeys
 from services.followup.flows import Followup
 from services.followup.handlers import make_batch_handlers, make_handlers
 from services.followup.links import SurveyLinks
 from services.followup.outbox import relay
-from services.followup.page import SurveyPages
+from services.followup.page import SurveyPages, TooManyGuesses, too_many_guesses
 from services.followup.page import router as page_router
 from services.followup.policy import load_policy
 from services.followup.scheduled import run_due_queue, run_stats
 from services.followup.settings import FollowupSettings
 from services.followup.store import FollowupStore
+from shared.auth import Gate
 from shared.clock import utcnow
 from shared.contracts import Topic
-from shared.http import install_problem_handlers
+from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,14 @@ def build(
         "closeloop followup",
         description=(
             "Cases, callbacks, SLA timers and the satisfaction check that closes the loop. "
-            "The case API needs an API key (X-API-Key or Authorization: Bearer); the "
-            "survey page is opened with its signed link."
+            "The case API needs an API key (X-API-Key or Authorization: Bearer), with the "
+            "write scope for anything that changes a case; the survey page is opened with "
+            "its signed link."
         ),
     )
-    install_problem_handlers(app)
     app.include_router(api_router)
     app.include_router(page_router)
+    app.add_exception_handler(TooManyGuesses, too_many_guesses)
     service = Service("followup", settings, app=app, uses_database=True)
     store = FollowupStore(service.db)
     links = SurveyLinks(
@@ -56,7 +57,8 @@ def build(
     app.state.store = store
     app.state.settings = settings
     app.state.clock = clock
-    app.state.api_keys = ApiKeys(settings.api_keys)
+    storage = limits_storage(settings.rate_limit_storage, service.db)
+    app.state.gate = Gate.of("followup", settings, settings.api_keys, storage)
     app.state.pages = SurveyPages()
 
     service.on_startup(store.ensure_indexes)

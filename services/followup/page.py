@@ -1,6 +1,8 @@
 """The satisfaction page customers open from their survey link (Chinese and English).
 
-No login: the signed link is the credential, good for one answer until it expires.
+No login: the signed link is the credential, good for one answer until it expires. A
+link that is not valid counts as a failed attempt of the address that opened it
+(shared/auth.py): past the limit, that address gets a 429 page until its window ends.
 The page works without JavaScript and on small screens."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict
@@ -18,12 +20,56 @@ from pydantic import BaseModel, ConfigDict
 from services.followup.domain import SurveyState, closes_case, survey_state
 from services.followup.flows import Followup, SurveyAnswer, SurveyUnavailable
 from services.followup.links import InvalidLink, SurveyTicket
+from shared.auth import Gate
 from shared.config import load_yaml
+from shared.http import page_route
 
 HERE = Path(__file__).parent
 TEXTS_FILE = HERE / "survey_texts.yaml"
 
-router = APIRouter(tags=["survey page"], include_in_schema=False)
+
+def _try_again_later(request: Request) -> Response:
+    """The page while the database is unreachable; the link stays good."""
+    pages: SurveyPages = request.app.state.pages
+    lang = pages.language(request, request.query_params.get("lang"), None)
+    t = pages.catalog.get(lang)
+    return pages.render("message.html", 503, lang, heading=t.try_later_title, message=t.try_later)
+
+
+class TooManyGuesses(Exception):
+    """The address is over the limit on failed attempts (guessed links among them)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def _within_failure_limit(request: Request) -> None:
+    gate: Gate = request.app.state.gate
+    wait = await gate.failures.retry_after(gate.address(request))
+    if wait is not None:
+        raise TooManyGuesses(wait)
+
+
+async def too_many_guesses(request: Request, exc: Exception) -> Response:
+    """The page for an address over the limit; installed by the app for TooManyGuesses."""
+    assert isinstance(exc, TooManyGuesses)
+    pages: SurveyPages = request.app.state.pages
+    lang = pages.language(request, request.query_params.get("lang"), None)
+    t = pages.catalog.get(lang)
+    page = pages.render(
+        "message.html", 429, lang, heading=t.unavailable_title, message=t.too_many_attempts
+    )
+    page.headers["Retry-After"] = str(exc.retry_after)
+    return page
+
+
+router = APIRouter(
+    tags=["survey page"],
+    include_in_schema=False,
+    route_class=page_route(_try_again_later),
+    dependencies=[Depends(_within_failure_limit)],
+)
 
 # The page has no scripts; the link must not leak through the Referer header.
 HEADERS = {
@@ -68,6 +114,9 @@ class SurveyTexts(BaseModel):
     superseded: str
     invalid: str
     unavailable_title: str
+    too_many_attempts: str
+    try_later_title: str
+    try_later: str
     switch_to: str
     switch_lang: str
 
@@ -141,6 +190,8 @@ async def _open(
     try:
         ticket = followup.links.read(token)
     except InvalidLink:
+        gate: Gate = request.app.state.gate
+        await gate.failures.count(gate.address(request))
         return None, None, pages.language(request, asked, None)
     case = await followup.store.get(ticket.case_id)
     return ticket, case, pages.language(request, asked, case)
@@ -169,12 +220,13 @@ async def survey_page(token: str, request: Request, lang: str | None = None) -> 
     return pages.render("survey.html", 200, lang, case_ref=case["_id"][:8], form={}, error=None)
 
 
+SCALE = {str(number): number for number in range(1, 6)}
+
+
 def _scale(value: Any) -> int | None:
-    try:
-        number = int(str(value))
-    except ValueError:
-        return None
-    return number if 1 <= number <= 5 else None
+    """An answer on a 1-5 scale: one ASCII digit, as the form's radio buttons send it
+    (int() would also take "٥", "５" or " 5")."""
+    return SCALE.get(value) if isinstance(value, str) else None
 
 
 @router.post("/survey/{token}", response_class=HTMLResponse)

@@ -1,14 +1,19 @@
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.followup.policy import DEFAULT_POLICY
+from shared.auth import ApiKeySettings
+from shared.credentials import refuse_known_secrets
 from shared.settings import ServiceSettings
 
 
 class FollowupSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CLOSELOOP_FOLLOWUP_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSELOOP_FOLLOWUP_", extra="ignore", hide_input_in_errors=True
+    )
 
     http_port: int = 8003
     public_url: str = Field(
@@ -18,10 +23,11 @@ class FollowupSettings(ServiceSettings):
     policy_file: Path = Field(
         default=DEFAULT_POLICY, description="Callbacks, SLA warning share, survey timing"
     )
-    api_keys: dict[str, SecretStr] = Field(
+    api_keys: ApiKeySettings = Field(
         min_length=1,
-        description="Agent tools allowed to call the case API: client name -> key (JSON). "
-        "The key goes in an X-API-Key header or as an Authorization bearer token.",
+        description="Agent tools allowed to call the case API (JSON): name -> key, or -> "
+        '{"key": ..., "scopes": ["read"]} for one that may only read; a bare key may read '
+        "and write. The key goes in an X-API-Key header or as an Authorization bearer token.",
     )
     survey_secret: SecretStr = Field(
         description="Signs survey links; every followup copy needs the same one"
@@ -37,17 +43,14 @@ class FollowupSettings(ServiceSettings):
         default=15.0, gt=0, description="How often open cases and overdue callbacks are counted"
     )
 
-    @field_validator("api_keys")
-    @classmethod
-    def _keys_long_enough(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        short = [name for name, key in keys.items() if len(key.get_secret_value()) < 16]
-        if short:
-            raise ValueError(f"API keys must have 16 characters or more ({', '.join(short)})")
-        return keys
-
     @field_validator("survey_secret")
     @classmethod
     def _secret_long_enough(cls, secret: SecretStr) -> SecretStr:
         if len(secret.get_secret_value()) < 32:
             raise ValueError("the survey secret must have 32 characters or more")
         return secret
+
+    @model_validator(mode="after")
+    def _no_published_secrets(self) -> Self:
+        refuse_known_secrets(self)
+        return self

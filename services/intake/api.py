@@ -45,6 +45,7 @@ from services.intake.metrics import (
 )
 from services.intake.problems import UNKNOWN_CHANNEL, Rejected, field_error, invalid
 from services.intake.settings import IntakeSettings
+from shared.auth import FORWARDED_FOR, FailureLimit, client_address
 from shared.clock import utcnow
 from shared.contracts import Channel, Feedback, FeedbackReceived
 from shared.envelope import new_event
@@ -70,6 +71,7 @@ class Intake:
     settings: IntakeSettings
     integrations: Integrations
     guards: Guards
+    failures: FailureLimit
 
 
 class Accepted(BaseModel):
@@ -204,10 +206,44 @@ async def _read_body(request: Request, limit: int, channel: str) -> bytes:
 async def admit(
     request: Request, *, channel: str, limits: Callable[[IntakeSettings], Mapping[str, int]]
 ) -> Admitted:
-    """Who is posting, whether they may, and the body: 401, 429, 415, 413 or 422
+    """Who is posting, whether they may, and the body: 429, 401, 415, 413 or 422
     before anything is parsed. ``limits`` gives the accepted media types and the body
-    size allowed for each."""
+    size allowed for each.
+
+    Failing costs the caller, never the integration: a missing or wrong key, a bad or
+    replayed signature counts against the client's address (429 for an address over the
+    limit on failures, whatever it sends); an integration's rate limit is charged only
+    once the request is its own (its key, and its signature when it signs)."""
     intake = _intake(request)
+    peer = request.client.host if request.client else None
+    address = client_address(
+        peer, request.headers.get(FORWARDED_FOR), intake.settings.trusted_proxies
+    )
+    wait = await intake.failures.retry_after(address)
+    if wait is not None:
+        raise Rejected(
+            429,
+            "Too many requests",
+            "too_many_failures",
+            [
+                field_error(
+                    "(client)", f"too many failed attempts from this address: retry after {wait} s"
+                )
+            ],
+            channel=channel,
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        return await _admit(request, intake, channel, limits(intake.settings))
+    except Rejected as rejected:
+        if rejected.status == 401:
+            await intake.failures.count(address)
+        raise
+
+
+async def _admit(
+    request: Request, intake: Intake, channel: str, accepted: Mapping[str, int]
+) -> Admitted:
     api_key = request.headers.get(API_KEY_HEADER)
     if not api_key:
         raise _unauthorized(
@@ -217,19 +253,9 @@ async def admit(
     if integration is None:
         raise _unauthorized(channel, "unauthenticated", API_KEY_HEADER, "not a valid API key")
     request.state.integration = integration.name
+    if not integration.signs:  # the key is the whole credential
+        await _within_rate_limit(intake, integration, channel)
 
-    retry_after = await intake.guards.retry_after(integration)
-    if retry_after is not None:
-        raise Rejected(
-            429,
-            "Too many requests",
-            "rate_limited",
-            [field_error(API_KEY_HEADER, f"integration {integration.name} is over its rate limit")],
-            channel=channel,
-            headers={"Retry-After": str(retry_after)},
-        )
-
-    accepted = limits(intake.settings)
     content_type = request.headers.get("content-type", "")
     media_type = parse_options_header(content_type)[0].decode("latin-1").lower()
     if media_type not in accepted:
@@ -254,6 +280,7 @@ async def admit(
     body = await _read_body(request, accepted[media_type], channel)
     if integration.signs:
         await _verify_signature(request, integration, body, channel)
+        await _within_rate_limit(intake, integration, channel)
     return Admitted(
         integration=integration,
         body=body,
@@ -261,6 +288,19 @@ async def admit(
         content_type=content_type,
         idempotency_key=idempotency_key.strip() if idempotency_key else None,
     )
+
+
+async def _within_rate_limit(intake: Intake, integration: Integration, channel: str) -> None:
+    retry_after = await intake.guards.retry_after(integration)
+    if retry_after is not None:
+        raise Rejected(
+            429,
+            "Too many requests",
+            "rate_limited",
+            [field_error(API_KEY_HEADER, f"integration {integration.name} is over its rate limit")],
+            channel=channel,
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 async def _verify_signature(

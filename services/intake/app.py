@@ -7,11 +7,13 @@ import os
 from collections.abc import Mapping
 
 from services.intake import api
-from services.intake.guards import Guards, async_storage
+from services.intake.guards import Guards
 from services.intake.integrations import load_integrations, log_integrations
 from services.intake.problems import install_rejection_handler
 from services.intake.settings import IntakeSettings
+from shared.auth import FailureLimit
 from shared.http import install_problem_handlers
+from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
 
@@ -20,7 +22,9 @@ def build(
 ) -> Service:
     settings = settings or IntakeSettings()
     integrations = load_integrations(
-        settings.integrations_file, os.environ if environ is None else environ
+        settings.integrations_file,
+        os.environ if environ is None else environ,
+        local=settings.environment == "local",
     )
     app = web_app(
         "closeloop intake",
@@ -30,9 +34,22 @@ def build(
     )
     install_problem_handlers(app)
     install_rejection_handler(app)
-    guards = Guards(async_storage(settings.rate_limit_storage))
-    api.install(app, api.Intake(settings=settings, integrations=integrations, guards=guards))
-    service = Service("intake", settings, app=app)
+    # Rate limits, failed attempts and seen signatures live in the database unless the
+    # settings name another store: then intake needs no database at all.
+    service = Service(
+        "intake", settings, app=app, uses_database=settings.rate_limit_storage is None
+    )
+    database = service.db if settings.rate_limit_storage is None else None
+    storage = limits_storage(settings.rate_limit_storage, database)
+    api.install(
+        app,
+        api.Intake(
+            settings=settings,
+            integrations=integrations,
+            guards=Guards(storage),
+            failures=FailureLimit(storage, settings.auth_failure_limit, "intake"),
+        ),
+    )
 
     async def announce() -> None:
         log_integrations(integrations)

@@ -8,17 +8,20 @@ builds the Feedback. The generic ``POST /v1/feedback`` body is :class:`FeedbackI
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import to_json
 
 from shared.contracts import (
+    MAX_METADATA_DEPTH,
     Attachment,
     Channel,
     Customer,
@@ -31,6 +34,14 @@ from shared.envelope import derive_id
 
 MAX_TEXT_CHARS = 20_000
 MAX_SUBJECT_CHARS = 500
+# How far ahead of intake's clock a source timestamp may be: clocks of phones, gateways
+# and scrapers drift, time zones get mislabelled; further ahead is a wrong timestamp.
+MAX_FUTURE_SKEW = timedelta(days=1)
+# Nothing about a complaint happened before the Unix epoch, and the stores reckon back
+# from a feedback's time (the router's linking window): such a timestamp is wrong.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_KEY_CHARS = 200
+MAX_METADATA_BYTES = 64 * 1024
 
 
 class Invalid(Exception):
@@ -93,9 +104,71 @@ class FeedbackIn(BaseModel):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         stripped = value.strip()
-        if not stripped:
-            raise ValueError("text must contain more than white space")
+        if not has_visible_character(stripped):
+            raise ValueError("text must contain a visible character, not only white space")
         return stripped
+
+
+# --- what can be stored ---------------------------------------------------------------
+
+# Letters that render as nothing (Hangul fillers, the blank Braille pattern).
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# White space, controls, format characters (zero-width spaces and joiners, BOM, word
+# joiner, bidi controls, soft hyphen, tags) and marks without a base show nothing.
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me", "Mc"})
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether the text shows anything at all. Characters this Python does not know yet
+    (a new emoji) count as visible."""
+    for char in text:  # the first character decides for almost every text
+        if char not in _BLANK_LETTERS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES:
+            return True
+    return False
+
+
+def key_problem(key: str) -> str | None:
+    """Why intake refuses a key of metadata (or a form field's name), if it does."""
+    if "\x00" in key:
+        return "a key may not contain NUL characters"
+    if key.startswith("$"):
+        return "a key may not start with $ (MongoDB reserves such names)"
+    if len(key) > MAX_KEY_CHARS:
+        return f"a key is at most {MAX_KEY_CHARS} characters"
+    return None
+
+
+def check_metadata(metadata: Mapping[str, Any], field: str = "metadata") -> None:
+    """Refuse metadata MongoDB could not store as it is, naming the key or value at
+    fault. Integers beyond 64 bits are not refused: the contract keeps them as strings."""
+    if not metadata:
+        return
+    found = _metadata_problem(metadata, 1)
+    if found is not None:
+        path, message = found
+        raise Invalid(".".join([field, *reversed(path)]), message)
+    if len(to_json(metadata)) > MAX_METADATA_BYTES:
+        raise Invalid(field, f"is at most {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def _metadata_problem(value: Any, level: int) -> tuple[list[str], str] | None:
+    """(the path to the problem, innermost first; the reason), or None."""
+    if isinstance(value, dict | list):
+        if level > MAX_METADATA_DEPTH:
+            return [], f"metadata nests at most {MAX_METADATA_DEPTH} levels of objects and arrays"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                reason = key_problem(key)
+                if reason is not None:
+                    return [key], reason
+            found = _metadata_problem(item, level + 1)
+            if found is not None:
+                found[0].append(str(key))
+                return found
+    elif isinstance(value, float) and not math.isfinite(value):
+        return [], "is not a finite number"
+    return None
 
 
 # --- language -----------------------------------------------------------------------
@@ -186,7 +259,8 @@ def content_fingerprint(customer_key: str, text: str, received_at: datetime) -> 
 
 def to_utc(value: datetime, source: Source, field: str) -> datetime:
     """A source timestamp in UTC. A timestamp without an offset is in the integration's
-    time zone; without one configured it is refused rather than guessed."""
+    time zone; without one configured it is refused rather than guessed. One more than
+    :data:`MAX_FUTURE_SKEW` ahead of ``source.now``, or before 1970, is refused."""
     if value.tzinfo is None or value.utcoffset() is None:
         if source.timezone is None:
             raise Invalid(
@@ -194,9 +268,14 @@ def to_utc(value: datetime, source: Source, field: str) -> datetime:
             )
         value = value.replace(tzinfo=source.timezone)
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
         raise Invalid(field, "is out of range") from exc
+    if utc - source.now > MAX_FUTURE_SKEW:
+        raise Invalid(field, "is more than a day in the future")
+    if utc < EARLIEST_TIMESTAMP:
+        raise Invalid(field, "is before 1970-01-01")
+    return utc
 
 
 def e164(number: str, region: str | None, field: str) -> str:
@@ -316,13 +395,15 @@ def assemble(
     than refused, so that a long mail or call is never lost.
     """
     text = text.strip()
-    if not text:
+    if not has_visible_character(text):
         raise Invalid(text_field, "there is no text from the customer")
     extra: dict[str, Any] = dict(metadata or {})
     if len(text) > source.max_text_chars:
         text = text[: source.max_text_chars].rstrip()
         extra["text_truncated"] = True
     subject = _blank_to_none(subject)
+    if subject is not None and not has_visible_character(subject):
+        subject = None
     if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
         subject = subject[:MAX_SUBJECT_CHARS]
     ingested = source.now.astimezone(UTC)
@@ -379,6 +460,7 @@ def normalise_from(item: FeedbackIn, source: Source) -> Feedback:
         )
     )
     received_at = to_utc(item.received_at, source, "received_at") if item.received_at else None
+    check_metadata(item.metadata)
     return assemble(
         source,
         channel=item.channel,

@@ -1,8 +1,8 @@
 """Per-integration rate limits and replay protection, on the ``limits`` package.
 
-Both keep their state in one ``limits`` storage: in memory by default (each intake copy
-counts on its own), or a shared one (Redis, Memcached, MongoDB) named by URI so that
-every copy counts together.
+Both keep their state in the service's ``limits`` storage (shared/ratelimit.py): by
+default intake's MongoDB, so that every copy counts together and a signature seen
+before a restart is still a replay after it.
 """
 
 from __future__ import annotations
@@ -11,22 +11,10 @@ import math
 import time
 
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import SlidingWindowCounterSupport, Storage
+from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
 
 from services.intake.integrations import Integration
-
-
-def async_storage(uri: str) -> Storage:
-    """The ``limits`` storage at ``uri``; it must be an async one with sliding windows."""
-    storage = storage_from_string(uri)
-    if not isinstance(storage, Storage) or not isinstance(storage, SlidingWindowCounterSupport):
-        raise ValueError(
-            f"{uri!r} is not an async storage with sliding windows (e.g. async+memory://, "
-            "async+redis://host:6379)"
-        )
-    return storage
 
 
 class Guards:

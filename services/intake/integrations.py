@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.config import ConfigError, load_yaml
 from shared.contracts import Channel
+from shared.credentials import known_digest, known_secret, refusal
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,21 @@ class Integrations:
         return self._by_key.get(key_digest(api_key))
 
 
-def resolve(config: IntegrationConfig, environ: Mapping[str, str]) -> Integration | None:
+LOCAL_SWITCH = "CLOSELOOP_INTAKE_ENVIRONMENT=local"
+
+
+def _published(config: IntegrationConfig, variable: str, value: str, local: bool) -> None:
+    where = None if local else known_secret(value)
+    if where is not None:
+        raise ConfigError(f"integration {config.name}: {refusal(variable, where, LOCAL_SWITCH)}")
+
+
+def resolve(
+    config: IntegrationConfig, environ: Mapping[str, str], *, local: bool = False
+) -> Integration | None:
     """The integration with its secrets from ``environ``; None for an optional one whose
-    key is not set. A required variable that is missing is a configuration error."""
+    key is not set. A required variable that is missing is a configuration error, and
+    so is a secret everyone knows (shared/credentials.py) unless ``local``."""
     if config.api_key_env is not None:
         api_key = environ.get(config.api_key_env, "")
         if not api_key:
@@ -173,10 +186,18 @@ def resolve(config: IntegrationConfig, environ: Mapping[str, str]) -> Integratio
                 f"integration {config.name}: environment variable {config.api_key_env} "
                 "(its API key) is not set"
             )
+        _published(config, config.api_key_env, api_key, local)
         digest = key_digest(api_key)
     else:
         assert config.api_key_sha256 is not None  # one of the two, by validation
         digest = config.api_key_sha256
+        where = None if local else known_digest(digest)
+        if where is not None:
+            raise ConfigError(
+                f"integration {config.name}: api_key_sha256 is the digest of a key everyone "
+                f"knows ({where}): use a key of your own; the local stack's work only with "
+                f"{LOCAL_SWITCH}"
+            )
     secrets = []
     for variable in config.signing_secrets_env:
         secret = environ.get(variable, "")
@@ -185,6 +206,7 @@ def resolve(config: IntegrationConfig, environ: Mapping[str, str]) -> Integratio
                 f"integration {config.name}: environment variable {variable} "
                 "(a signing secret) is not set"
             )
+        _published(config, variable, secret, local)
         secrets.append(secret.encode())
     return Integration(
         name=config.name,
@@ -198,15 +220,18 @@ def resolve(config: IntegrationConfig, environ: Mapping[str, str]) -> Integratio
     )
 
 
-def load_integrations(path: Path, environ: Mapping[str, str]) -> Integrations:
+def load_integrations(
+    path: Path, environ: Mapping[str, str], *, local: bool = False
+) -> Integrations:
     """Read and check the integrations file at start; a bad file stops the service with
-    a message naming the file and field."""
+    a message naming the file and field. ``local``: the local stack, whose published
+    keys are accepted."""
     config = load_yaml(path, IntegrationsFile)
     active = []
     skipped = []
     for item in config.integrations:
         try:
-            integration = resolve(item, environ)
+            integration = resolve(item, environ, local=local)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         if integration is None:

@@ -1,16 +1,19 @@
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.intake.guards import async_storage
+from shared.credentials import refuse_known_secrets
 from shared.settings import ServiceSettings
 
 HERE = Path(__file__).resolve().parent
 
 
 class IntakeSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CLOSELOOP_INTAKE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSELOOP_INTAKE_", extra="ignore", hide_input_in_errors=True
+    )
 
     http_port: int = 8000
     kafka_request_timeout_ms: int = Field(
@@ -24,11 +27,6 @@ class IntakeSettings(ServiceSettings):
         default=HERE / "integrations.yaml",
         description="Who may post: API keys, signing secrets, channels, rate limits",
     )
-    rate_limit_storage: str = Field(
-        default="async+memory://",
-        description="limits storage URI for rate limits and seen signatures; memory counts "
-        "per copy, a shared store (async+redis://...) counts across copies",
-    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1_024, description="Largest JSON or form body (413 above)"
     )
@@ -40,8 +38,7 @@ class IntakeSettings(ServiceSettings):
     max_batch_bytes: int = Field(default=10_485_760, ge=1_024, description="Largest batch body")
     max_batch_items: int = Field(default=500, ge=1, le=500, description="Items per batch")
 
-    @field_validator("rate_limit_storage")
-    @classmethod
-    def _storage(cls, value: str) -> str:
-        async_storage(value)
-        return value
+    @model_validator(mode="after")
+    def _no_published_secrets(self) -> Self:
+        refuse_known_secrets(self)
+        return self

@@ -1,24 +1,31 @@
 """The router's HTTP API: agents (availability, load) and team queues. Thin: validate,
-call the store or the flows, answer."""
+call the store or the flows, answer.
+
+Every route needs an API key (shared/auth.py): a key with the read scope (a dashboard)
+may read agents and queues; changing availability needs the write scope."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.router.business_time import business_time_between
 from services.router.config import RoutingPolicy
 from services.router.flows import CaseRouter
+from shared.auth import api_client
 from shared.clock import utcnow
 from shared.contracts import CaseRouted, Priority
 from shared.http import PROBLEM_JSON
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem details"}
+# What any route may answer before its own work: no valid key, a key without the scope,
+# an address over the limit on failed attempts.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: PROBLEM, 403: PROBLEM, 429: PROBLEM}
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(api_client)], responses=AUTH_ERRORS)
 
 
 class AgentView(BaseModel):
@@ -37,7 +44,7 @@ class AgentView(BaseModel):
 
 
 class AvailabilityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     available: bool = Field(description="true: online, takes new cases; false: offline")
 

@@ -15,9 +15,10 @@ from services.router.metrics import CALENDAR_HOLIDAYS_UNTIL
 from services.router.scheduled import run_sweeps
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
+from shared.auth import Gate
 from shared.clock import utcnow
 from shared.contracts import Topic
-from shared.http import install_problem_handlers
+from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,24 @@ def build(settings: RouterSettings | None = None) -> Service:
     policy = load_policy(settings.policy_file)
     app = web_app(
         "closeloop router",
-        description="Agents, their availability and load, and the team queues.",
+        description="Agents, their availability and load, and the team queues. Every route "
+        "needs an API key (X-API-Key or Authorization: Bearer); changing an agent's "
+        "availability needs a key with the write scope.",
     )
-    install_problem_handlers(app)
     app.include_router(api_router)
     service = Service("router", settings, app=app, uses_database=True)
+    storage = limits_storage(settings.rate_limit_storage, service.db)
+    app.state.gate = Gate.of("router", settings, settings.api_keys, storage)
     store = RouterStore(service.db)
     case_router = CaseRouter(store, policy, service.producer.publish)
     app.state.router = case_router
 
     async def prepare() -> None:
+        if not settings.api_keys:
+            log.warning(
+                "no API keys (CLOSELOOP_ROUTER_API_KEYS): the agents and queues API refuses "
+                "every request"
+            )
         await store.ensure_indexes()
         await store.sync_agents(policy)
         observe_calendars(policy, utcnow())

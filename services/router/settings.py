@@ -1,16 +1,28 @@
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.router.config import DEFAULT_POLICY
+from shared.auth import ApiKeySettings
+from shared.credentials import refuse_known_secrets
 from shared.settings import ServiceSettings
 
 
 class RouterSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CLOSELOOP_ROUTER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSELOOP_ROUTER_", extra="ignore", hide_input_in_errors=True
+    )
 
     http_port: int = 8002
+    api_keys: ApiKeySettings = Field(
+        default_factory=dict,
+        description="Clients of the agents and queues API (JSON): name -> key, or -> "
+        '{"key": ..., "scopes": ["read"]} for one that may only read; a bare key may read '
+        "and write. Keys of 16 characters or more, sent as X-API-Key or an Authorization "
+        "bearer token. None: the API refuses every request (routing goes on).",
+    )
     kafka_batch_linger_ms: int = Field(
         default=150,
         ge=0,
@@ -33,3 +45,8 @@ class RouterSettings(ServiceSettings):
     outbox_retry_after_s: float = Field(
         default=5.0, gt=0, description="Age after which the relay publishes unpublished assignments"
     )
+
+    @model_validator(mode="after")
+    def _no_published_secrets(self) -> Self:
+        refuse_known_secrets(self)
+        return self

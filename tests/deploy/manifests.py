@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.credentials import KNOWN_SECRETS
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ PORTS = {"intake": 8000, "classifier": 8001, "router": 8002, "followup": 8003}
 SECRET_EXAMPLES = {
     "closeloop-intake-secrets": DEPLOY / "secrets" / "intake.env.example",
     "closeloop-followup-secrets": DEPLOY / "secrets" / "followup.env.example",
+    "closeloop-router-secrets": DEPLOY / "secrets" / "router.env.example",
     "closeloop-mongodb": DEPLOY / "secrets" / "mongodb.env.example",
 }
 
@@ -112,14 +114,18 @@ def read_settings(
 
 
 def env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines; a blank value gets a random one, as an operator would fill in."""
+    """KEY=value lines filled in as an operator would: a blank value gets a random one,
+    and so does each placeholder it shows (the services refuse those, shared.credentials)."""
     out = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         key, _, value = line.partition("=")
-        out[key.strip()] = value.strip() or secrets.token_hex(24)
+        value = value.strip() or secrets.token_hex(24)
+        for placeholder in KNOWN_SECRETS:
+            value = value.replace(placeholder, secrets.token_hex(24))
+        out[key.strip()] = value
     return out
 
 

@@ -107,7 +107,7 @@ def test_topics_are_created_by_a_one_shot_job_before_any_service_starts(
         assert depends["mongo-init"] == {"condition": "service_completed_successfully"}
 
 
-def test_mongodb_is_a_three_member_replica_set_that_router_and_followup_use(
+def test_mongodb_is_a_three_member_replica_set_that_intake_router_and_followup_use(
     spec: dict[str, Any],
 ) -> None:
     for name in MONGO_MEMBERS:
@@ -116,7 +116,7 @@ def test_mongodb_is_a_three_member_replica_set_that_router_and_followup_use(
     assert re.findall(r'host: "([\w-]+):27017"', script) == list(MONGO_MEMBERS)
     init = spec["services"]["mongo-init"]
     assert set(init["depends_on"]) == set(MONGO_MEMBERS)
-    for service in ("router", "followup"):
+    for service in ("intake", "router", "followup"):
         url = spec["services"][service]["environment"][f"CLOSELOOP_{service.upper()}_MONGO_URL"]
         assert url.startswith("mongodb://" + ",".join(f"{m}:27017" for m in MONGO_MEMBERS) + "/")
         assert "replicaSet=rs0" in url and "w=majority" in url
@@ -198,8 +198,24 @@ def test_secrets_come_from_uncommitted_env_files_with_committed_examples(
             path = DEPLOY / entry["path"]
             assert path.parent == DEPLOY / "secrets", name
             assert path.with_name(path.name + ".example").exists(), name
-    followup = spec["services"]["followup"]["env_file"]
-    assert followup == [{"path": "./secrets/followup.env"}]  # required: no start without it
+    # Required: neither starts without its API keys.
+    for name in ("router", "followup"):
+        assert spec["services"][name]["env_file"] == [{"path": f"./secrets/{name}.env"}]
+
+
+@pytest.mark.parametrize("service", ["intake", "router", "followup"])
+def test_limits_and_seen_signatures_are_kept_where_every_copy_and_restart_sees_them(
+    spec: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rate limits, failed attempts and (intake) seen signatures: in the replica set,
+    not in a copy's memory, so a restart or another copy does not forget them."""
+    env = manifests.compose_environment(spec["services"][service], REQUIRED_VARIABLES)
+    settings = manifests.read_settings(
+        service, {**manifests.image_environment(), **env}, monkeypatch
+    )
+    assert settings.rate_limit_storage is None  # the service's own MongoDB
+    assert settings.mongo_url.startswith("mongodb://mongo-1:27017,")
+    assert settings.environment == "production"
 
 
 def test_prometheus_and_grafana_load_the_shipped_rules_config_and_dashboards(

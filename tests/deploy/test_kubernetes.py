@@ -238,6 +238,22 @@ def test_secrets_are_referenced_never_committed(production: list[Doc]) -> None:
         assert f"create secret generic {name}" in deployment_doc, name
 
 
+@pytest.mark.parametrize("service", ["intake", "router", "followup"])
+def test_limits_and_seen_signatures_are_kept_in_the_shared_database(
+    production: list[Doc], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every copy (and a restarted one) counts rate limits and failed attempts, and knows
+    the signatures already seen, in the replica set of the closeloop-mongodb Secret."""
+    (container,) = workloads(production)[service]["spec"]["template"]["spec"]["containers"]
+    env = manifests.container_environment(production, container)
+    settings = manifests.read_settings(
+        service, {**manifests.image_environment(), **env}, monkeypatch
+    )
+    assert settings.rate_limit_storage is None  # the service's own MongoDB
+    assert "@mongo-0.mongo.mongodb.svc:27017," in settings.mongo_url  # the Secret's url
+    assert settings.environment == "production"
+
+
 def test_the_topic_job_reads_the_topics_file_from_a_config_map(production: list[Doc]) -> None:
     (job,) = manifests.by_kind(production, "Job").values()
     (container,) = job["spec"]["template"]["spec"]["containers"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+
 from services.classifier.app import build
 from services.classifier.settings import ClassifierSettings
 from shared import devstack
@@ -12,7 +14,7 @@ from shared.contracts import Customer, CustomerTier, FeedbackReceived, Topic
 from shared.envelope import new_event
 from tests.conftest import Infra
 from tests.integration.running import running
-from tests.support import TopicReader, a_feedback, produce
+from tests.support import TopicReader, a_feedback, http_routes, produce
 
 
 async def test_feedback_received_becomes_feedback_classified_once(infra: Infra) -> None:
@@ -54,3 +56,12 @@ async def test_feedback_received_becomes_feedback_classified_once(infra: Infra) 
         later = await reader.collect(2.0)
         copies = {e.id for e in later if e.data.feedback.feedback_id == feedback.feedback_id}
         assert copies == {out.id}, "a redelivered message must produce the same event"
+
+        # Its HTTP side is operations only (and the description of no API): nothing
+        # there would need a key.
+        base = f"http://127.0.0.1:{settings.http_port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/openapi.json")).json()["paths"] == {}
+    paths = {route.path for route in http_routes(service.app.routes)}
+    assert paths - {"/docs", "/docs/oauth2-redirect"} == {"/healthz", "/readyz", "/metrics"}

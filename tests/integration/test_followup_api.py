@@ -26,7 +26,7 @@ from shared.envelope import Event, derive_id, new_event
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_followup_store import API_KEY, FakeClock, followup_settings
-from tests.support import TopicReader, a_case_routed, a_feedback, a_routing
+from tests.support import TopicReader, a_case_routed, a_feedback, a_routing, http_routes
 
 
 @dataclass
@@ -102,6 +102,98 @@ async def test_the_case_api_needs_a_valid_api_key_or_bearer_token(api: Api) -> N
         assert bearer.status_code == 200
         assert (await anonymous.get("/healthz")).status_code == 200
     assert (await api.http.get("/v1/cases")).status_code == 200
+
+
+READ_KEY = "test-dashboard-read-key-0123"
+PROXIES = ["127.0.0.1/32", "::1/128"]
+# Served without a key: operations (bound or protected per deployment), the API's own
+# description, and the survey page, whose signed link is the customer's credential.
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+
+
+async def test_every_route_but_operations_docs_and_the_survey_page_needs_a_key(
+    infra: Infra, database_name: str
+) -> None:
+    settings = followup_settings(infra, database_name)
+    service = build(settings, clock=FakeClock(utcnow()))
+    routes = http_routes(service.app.routes)
+    guarded = [r for r in routes if r.path not in PUBLIC and not r.path.startswith("/survey/")]
+    assert len(guarded) >= 7
+    async with running(service), httpx.AsyncClient(base_url=settings.public_url) as anonymous:
+        for route in guarded:
+            path = re.sub(r"\{[^}]+\}", "x", route.path)
+            for method in sorted(route.methods or ()):
+                response = await anonymous.request(method, path, json={})
+                assert response.status_code == 401, (method, route.path)
+
+
+async def test_a_read_key_lists_cases_and_is_refused_changing_them_with_403(
+    infra: Infra, database_name: str
+) -> None:
+    keys = {"test": API_KEY, "dashboard": {"key": READ_KEY, "scopes": ["read"]}}
+    settings = followup_settings(infra, database_name, api_keys=keys)
+    reader = {"X-API-Key": READ_KEY}
+    async with (
+        running(build(settings, clock=FakeClock(utcnow()))),
+        httpx.AsyncClient(base_url=settings.public_url, headers=reader) as http,
+    ):
+        assert (await http.get("/v1/cases")).status_code == 200
+        refused = await http.post("/v1/cases/x/notes", json={"author": "a", "text": "t"})
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "dashboard" in refused.json()["detail"] and "write" in refused.json()["detail"]
+        writer = await http.post(
+            "/v1/cases/x/notes", json={"author": "a", "text": "t"}, headers={"X-API-Key": API_KEY}
+        )
+        assert writer.status_code == 404  # past authentication: there is no case x
+
+
+async def test_wrong_keys_and_guessed_survey_links_get_429_for_that_address_only(
+    infra: Infra, database_name: str
+) -> None:
+    settings = followup_settings(
+        infra, database_name, auth_failure_limit="5/minute", trusted_proxies=PROXIES
+    )
+    async with (
+        running(build(settings, clock=FakeClock(utcnow()))),
+        httpx.AsyncClient(base_url=settings.public_url) as http,
+    ):
+        guesser = {"X-Forwarded-For": "198.51.100.7"}
+        for attempt in range(5):
+            wrong = await http.get(
+                "/v1/cases", headers={**guesser, "X-API-Key": f"guess-{attempt}"}
+            )
+            assert wrong.status_code == 401
+        blocked = await http.get("/v1/cases", headers={**guesser, "X-API-Key": API_KEY})
+        assert blocked.status_code == 429
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert blocked.headers["content-type"] == "application/problem+json"
+        other = {"X-Forwarded-For": "198.51.100.8", "X-API-Key": API_KEY}
+        assert (await http.get("/v1/cases", headers=other)).status_code == 200
+
+        customer = {"X-Forwarded-For": "198.51.100.9"}
+        for attempt in range(5):
+            guessed = await http.get(f"/survey/guessed-token-{attempt}", headers=customer)
+            assert guessed.status_code == 404
+        page = await http.get("/survey/another-guess", headers=customer)
+        assert page.status_code == 429
+        assert 1 <= int(page.headers["retry-after"]) <= 60
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-store"
+        posted = await http.post("/survey/another-guess", data={"csat": "5"}, headers=customer)
+        assert posted.status_code == 429
+
+
+async def test_the_survey_form_takes_ascii_digits_only(api: Api) -> None:
+    routed = await api.open_case()
+    link = await api.resolve(routed.case_id)
+    answer = {"csat": "٥", "expected": "4", "perceived": "5", "solved": "yes", "lang": "en"}
+    async with httpx.AsyncClient() as customer:
+        refused = await customer.post(link, data=answer)
+        assert refused.status_code == 422
+        assert "Please answer every question" in refused.text
+        accepted = await customer.post(link, data={**answer, "csat": "5"})
+        assert accepted.status_code == 303
 
 
 async def test_cases_are_listed_by_status_team_and_agent_with_paging(api: Api) -> None:

@@ -35,6 +35,8 @@ ENVIRON = {
     "TEST_SIGNED_SECRET": "new-secret",
     "TEST_THROTTLED_KEY": "throttled-key",
     "TEST_SMS_KEY": "sms-key",
+    "TEST_SIGNED_THROTTLED_KEY": "signed-throttled-key",
+    "TEST_SIGNED_THROTTLED_SECRET": "signed-throttled-secret",
 }
 OPEN = {"X-API-Key": "open-key"}
 MAX_BODY = 64 * 1024
@@ -48,20 +50,28 @@ COMPLAINT = {
 }
 
 
-def intake_settings(bootstrap: str) -> IntakeSettings:
-    return IntakeSettings(
-        http_port=free_port(),
-        kafka_bootstrap=bootstrap,
-        kafka_request_timeout_ms=2000,
-        retry_after_s=7,
-        integrations_file=FIXTURES / "integrations.yaml",
-        max_body_bytes=MAX_BODY,
-    )
+def intake_settings(infra: Infra, bootstrap: str | None = None, **overrides: Any) -> IntakeSettings:
+    """Rate limits and seen signatures in the test database, as in production (the
+    service's MongoDB). The tests of this module fail on purpose, many times, from one
+    address: the limit on failed attempts is generous unless a test sets its own."""
+    values: dict[str, Any] = {
+        "http_port": free_port(),
+        "kafka_bootstrap": bootstrap or infra.bootstrap,
+        "kafka_request_timeout_ms": 2000,
+        "retry_after_s": 7,
+        "integrations_file": FIXTURES / "integrations.yaml",
+        "max_body_bytes": MAX_BODY,
+        "mongo_url": infra.mongo_url,
+        "mongo_database": f"intake_{uuid.uuid4().hex[:12]}",
+        "auth_failure_limit": "1000/minute",
+        **overrides,
+    }
+    return IntakeSettings.model_validate(values)
 
 
 @pytest.fixture(scope="module")
 async def intake(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    settings = intake_settings(infra.bootstrap)
+    settings = intake_settings(infra)
     async with (
         running(build(settings, environ=ENVIRON)),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
@@ -409,6 +419,93 @@ async def test_over_the_rate_limit_is_429_with_retry_after(intake: httpx.AsyncCl
     assert limited.json()["title"] == "Too many requests"
 
 
+async def test_unsigned_junk_with_a_signing_integrations_key_does_not_spend_its_quota(
+    intake: httpx.AsyncClient,
+) -> None:
+    """Someone holding only the key (not the signing secret) of an integration allowed 3
+    posts a minute: their junk is refused as unauthenticated, not charged to the
+    integration, so its next signed mails get through, until its own quota is spent."""
+    junk = {"X-API-Key": "signed-throttled-key", "content-type": "message/rfc822"}
+    for _ in range(5):
+        refused = await intake.post("/v1/channels/email", content=b"junk", headers=junk)
+        assert refused.status_code == 401, refused.text
+    statuses = []
+    for _ in range(4):
+        mail = (
+            f"From: someone@example.org\r\nMessage-ID: <{uuid.uuid4().hex}@example.org>\r\n"
+            "Subject: refund\r\n\r\nWhere is my refund?\r\n"
+        ).encode()
+        headers = {
+            **signed_headers(mail, b"signed-throttled-secret"),
+            "X-API-Key": "signed-throttled-key",
+        }
+        statuses.append(
+            (await intake.post("/v1/channels/email", content=mail, headers=headers)).status_code
+        )
+    assert statuses == [202, 202, 202, 429]
+
+
+async def test_failed_keys_and_signatures_from_one_address_get_429_then_that_address_only(
+    infra: Infra,
+) -> None:
+    """After 4 failed attempts in a minute an address is refused, even with a good key;
+    behind a trusted proxy the address is the one the proxy saw."""
+    settings = intake_settings(
+        infra, auth_failure_limit="4/minute", trusted_proxies=["127.0.0.1/32", "::1/128"]
+    )
+    stranger = {"X-Forwarded-For": "198.51.100.7"}
+    mail = fixture_bytes("email_html_only.eml")
+    async with (
+        running(build(settings, environ=ENVIRON)),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
+    ):
+        attempts = [
+            await client.post("/v1/feedback", json=COMPLAINT, headers=stranger),
+            await client.post(
+                "/v1/feedback", json=COMPLAINT, headers={**stranger, **OPEN, "X-API-Key": "guess"}
+            ),
+            await client.post(
+                "/v1/channels/email",
+                content=mail,
+                headers={**stranger, **signed_headers(mail, b"guessed-secret")},
+            ),
+            await client.post(
+                "/v1/channels/email",
+                content=mail,
+                headers={**stranger, "X-API-Key": "signed-key", "content-type": "message/rfc822"},
+            ),
+        ]
+        assert [a.status_code for a in attempts] == [401, 401, 401, 401]
+        blocked = await client.post("/v1/feedback", json=COMPLAINT, headers={**stranger, **OPEN})
+        assert blocked.status_code == 429
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert blocked.headers["content-type"] == "application/problem+json"
+        assert "failed" in blocked.json()["detail"]
+        neighbour = {"X-Forwarded-For": "198.51.100.8", **OPEN}
+        assert (
+            await client.post("/v1/feedback", json=COMPLAINT, headers=neighbour)
+        ).status_code == 202
+
+
+async def test_a_signed_request_replayed_after_a_restart_is_refused(infra: Infra) -> None:
+    """Seen signatures are kept in the service's MongoDB: a new intake (after a restart,
+    or another copy) on the same database still knows them."""
+    settings = intake_settings(infra)
+    mail = (
+        f"From: someone@example.org\r\nMessage-ID: <{uuid.uuid4().hex}@example.org>\r\n"
+        "Subject: refund\r\n\r\nWhere is my refund?\r\n"
+    ).encode()
+    headers = signed_headers(mail, b"new-secret")
+    url = f"http://127.0.0.1:{settings.http_port}/v1/channels/email"
+    async with running(build(settings, environ=ENVIRON)), httpx.AsyncClient() as client:
+        first = await client.post(url, content=mail, headers=headers)
+        assert first.status_code == 202, first.text
+    async with running(build(settings, environ=ENVIRON)), httpx.AsyncClient() as client:
+        replay = await client.post(url, content=mail, headers=headers)
+    assert replay.status_code == 401, replay.text
+    assert "already received" in replay.json()["detail"]
+
+
 # --- batch ------------------------------------------------------------------------------
 
 
@@ -592,9 +689,9 @@ async def test_logs_carry_ids_but_no_personal_data(
 # --- the broker -------------------------------------------------------------------------
 
 
-async def test_broker_down_answers_503_with_retry_after_and_is_not_ready() -> None:
+async def test_broker_down_answers_503_with_retry_after_and_is_not_ready(infra: Infra) -> None:
     dead_port = free_port()
-    settings = intake_settings(f"127.0.0.1:{dead_port}")
+    settings = intake_settings(infra, f"127.0.0.1:{dead_port}")
     async with (
         running(build(settings, environ=ENVIRON), wait_ready=False),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,
@@ -610,13 +707,13 @@ async def test_broker_down_answers_503_with_retry_after_and_is_not_ready() -> No
         assert ready.json()["checks"]["kafka"] is False
 
 
-async def test_broker_lost_after_start_answers_503_not_202() -> None:
+async def test_broker_lost_after_start_answers_503_not_202(infra: Infra) -> None:
     broker = devstack.start_broker(free_port())
     assert broker.port is not None
     bootstrap = f"127.0.0.1:{broker.port}"
     try:
         await devstack.create_topics(bootstrap, 1)
-        settings = intake_settings(bootstrap)
+        settings = intake_settings(infra, bootstrap)
         async with (
             running(build(settings, environ=ENVIRON)),
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as client,

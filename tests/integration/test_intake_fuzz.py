@@ -38,6 +38,8 @@ ENVIRON = {
     "TEST_SIGNED_SECRET": "unused-new",
     "TEST_THROTTLED_KEY": "unused-throttled",
     "TEST_SMS_KEY": "unused-sms",
+    "TEST_SIGNED_THROTTLED_KEY": "unused-signed-throttled",
+    "TEST_SIGNED_THROTTLED_SECRET": "unused-signed-throttled-secret",
 }
 
 # A raw mail is bytes on the wire, like any binary body.

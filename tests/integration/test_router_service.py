@@ -36,7 +36,7 @@ from shared.runtime import Service
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_router_flows import NOW, small_policy
-from tests.support import TopicReader, a_classification, a_feedback, produce
+from tests.support import TopicReader, a_classification, a_feedback, http_routes, produce
 
 ROUTER_TOPICS = (Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value)
 
@@ -73,8 +73,20 @@ def write_policy(tmp_path: Path, policy: RoutingPolicy) -> Path:
     return path
 
 
-def router_settings(infra: Infra, database: str, policy_file: Path, group: str) -> RouterSettings:
+READ_KEY = "test-router-dashboard-key-0123"
+WRITE_KEY = "test-router-workforce-key-4567"
+KEYS = {"dashboard": {"key": READ_KEY, "scopes": ["read"]}, "workforce": WRITE_KEY}
+# Served without a key: operations (bound or protected per deployment) and the API's
+# own description.
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+
+
+def router_settings(
+    infra: Infra, database: str, policy_file: Path, group: str, **overrides: Any
+) -> RouterSettings:
     return RouterSettings(
+        api_keys=KEYS,
+        trusted_proxies=["127.0.0.1/32", "::1/128"],
         http_port=free_port(),
         kafka_bootstrap=infra.bootstrap,
         kafka_consumer_group=group,
@@ -85,6 +97,7 @@ def router_settings(infra: Infra, database: str, policy_file: Path, group: str) 
         mongo_database=database,
         policy_file=policy_file,
         queue_sweep_s=3600,
+        **overrides,
     )
 
 
@@ -97,14 +110,19 @@ async def router(infra: Infra, database_name: str, tmp_path: Path) -> AsyncItera
     office = CalendarPolicy(time_zone="UTC", hours={"mon": ["09:00-18:00"]}, holidays=[HOLIDAY])
     policy = policy.model_copy(update={"calendars": {**policy.calendars, "office": office}})
     policy_file = write_policy(tmp_path, policy)
-    async with running(build(router_settings(infra, database_name, policy_file, group))) as svc:
+    settings = router_settings(
+        infra, database_name, policy_file, group, auth_failure_limit="5/minute"
+    )
+    async with running(build(settings)) as svc:
         yield svc
 
 
 @pytest.fixture
 async def http(router: Service) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{router.settings.http_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"X-API-Key": WRITE_KEY}, timeout=10
+    ) as client:
         yield client
 
 
@@ -238,8 +256,74 @@ async def test_the_api_answers_problems_for_unknown_agents_teams_and_bad_bodies(
     assert missing.headers["content-type"].startswith(PROBLEM_JSON)
     assert (await http.get("/v1/teams/nowhere/queue")).status_code == 404
     assert (await http.get("/v1/agents", params={"team": "nowhere"})).status_code == 404
-    bad = await http.put("/v1/agents/desk-00/availability", json={"available": "maybe"})
-    assert bad.status_code == 422 and "available" in bad.json()["detail"]
+    for word in ("maybe", "yes"):
+        bad = await http.put("/v1/agents/desk-00/availability", json={"available": word})
+        assert bad.status_code == 422 and "available" in bad.json()["detail"]
     teams = {t["id"]: t for t in (await http.get("/v1/teams")).json()}
     assert teams["desk"]["escalation_team"] == "experts"
     assert teams["experts"]["escalation_lead"] == "expert-lead"
+
+
+async def test_the_api_needs_a_key_and_a_read_key_cannot_take_agents_offline(
+    router: Service,
+) -> None:
+    base = f"http://127.0.0.1:{router.settings.http_port}"
+    offline = {"available": False}
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        anonymous = await http.put("/v1/agents/desk-00/availability", json=offline)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"] == PROBLEM_JSON
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+        wrong = await http.get("/v1/agents", headers={"X-API-Key": "not-a-router-key-at-all"})
+        assert wrong.status_code == 401
+
+        reader = {"X-API-Key": READ_KEY}
+        assert (await http.get("/v1/agents", headers=reader)).status_code == 200
+        bearer = {"Authorization": f"Bearer {READ_KEY}"}
+        assert (await http.get("/v1/teams/desk/queue", headers=bearer)).status_code == 200
+        refused = await http.put("/v1/agents/desk-00/availability", json=offline, headers=reader)
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == PROBLEM_JSON
+        assert "dashboard" in refused.json()["detail"] and "write" in refused.json()["detail"]
+        agent = (await http.get("/v1/agents/desk-00", headers=reader)).json()
+        assert agent["available"] is True
+
+        writer = {"X-API-Key": WRITE_KEY}
+        changed = await http.put("/v1/agents/desk-00/availability", json=offline, headers=writer)
+        assert changed.status_code == 200 and changed.json()["available"] is False
+
+
+async def test_every_route_but_operations_and_docs_needs_a_key(router: Service) -> None:
+    routes = http_routes(router.app.routes)
+    guarded = [r for r in routes if r.path not in PUBLIC]
+    assert len(guarded) >= 5
+    base = f"http://127.0.0.1:{router.settings.http_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
+        for number, route in enumerate(guarded):
+            path = route.path.replace("{agent_id}", "desk-00").replace("{team_id}", "desk")
+            # From addresses of their own, so that the limit on failures stays out of it.
+            address = {"X-Forwarded-For": f"198.51.100.{number + 1}"}
+            for method in sorted(route.methods or ()):
+                response = await anonymous.request(
+                    method, path, json={"available": True}, headers=address
+                )
+                assert response.status_code == 401, (method, route.path)
+
+
+async def test_wrong_keys_from_one_address_get_429_with_retry_after_for_that_address_only(
+    router: Service,
+) -> None:
+    base = f"http://127.0.0.1:{router.settings.http_port}"
+    guesser = {"X-Forwarded-For": "198.51.100.7"}
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        for attempt in range(5):
+            wrong = await http.get(
+                "/v1/agents", headers={**guesser, "X-API-Key": f"guess-{attempt}"}
+            )
+            assert wrong.status_code == 401
+        blocked = await http.get("/v1/agents", headers={**guesser, "X-API-Key": WRITE_KEY})
+        assert blocked.status_code == 429
+        assert blocked.headers["content-type"] == PROBLEM_JSON
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        other = {"X-Forwarded-For": "198.51.100.8", "X-API-Key": WRITE_KEY}
+        assert (await http.get("/v1/agents", headers=other)).status_code == 200

@@ -197,8 +197,11 @@ def _received_at(message: Message, source: Source) -> datetime | None:
         return None  # an unreadable Date header is no reason to lose the mail
     if parsed.tzinfo is None:
         # RFC 5322: "-0000" is UTC with no information about the local zone.
-        return to_utc(parsed.replace(tzinfo=source.now.tzinfo), source, "Date")
-    return to_utc(parsed, source, "Date")
+        parsed = parsed.replace(tzinfo=source.now.tzinfo)
+    try:
+        return to_utc(parsed, source, "Date")
+    except Invalid:
+        return None  # a sender's clock far ahead is no reason to lose the mail either
 
 
 def _sender(message: Message) -> tuple[str, str]:

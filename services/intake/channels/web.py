@@ -11,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.intake.domain import (
     MAX_SUBJECT_CHARS,
     MAX_TEXT_CHARS,
+    Invalid,
     Source,
     assemble,
     build_customer,
+    key_problem,
     to_utc,
 )
 from shared.contracts import Attachment, Channel, CustomerTier, Feedback
@@ -94,6 +96,11 @@ def form_values(pairs: Iterable[tuple[str, str]]) -> dict[str, object]:
 
 
 def to_feedback(form: WebForm, source: Source, attachments: Sequence[Attachment] = ()) -> Feedback:
+    # Other fields' names become keys of the metadata: refused here, by the form's name.
+    for name in form.fields:
+        reason = key_problem(name)
+        if reason is not None:
+            raise Invalid(f"fields.{name}", reason)
     customer = build_customer(
         source,
         id=form.customer_id,

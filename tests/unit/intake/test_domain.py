@@ -194,11 +194,12 @@ def test_a_national_number_without_a_region_is_refused_naming_the_field() -> Non
 
 
 def test_a_timestamp_without_offset_is_read_in_the_integration_time_zone() -> None:
-    source = Source(now=NOW, timezone=ZoneInfo("Asia/Shanghai"))
+    later = datetime(2026, 7, 2, tzinfo=UTC)  # both timestamps are in its past
+    source = Source(now=later, timezone=ZoneInfo("Asia/Shanghai"))
     assert to_utc(datetime(2026, 3, 11, 8, 0), source, "at") == datetime(
         2026, 3, 11, 0, 0, tzinfo=UTC
     )
-    summer = Source(now=NOW, timezone=ZoneInfo("Europe/Berlin"))
+    summer = Source(now=later, timezone=ZoneInfo("Europe/Berlin"))
     assert to_utc(datetime(2026, 7, 1, 12, 0), summer, "at").hour == 10
 
 

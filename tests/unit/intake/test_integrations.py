@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from limits import parse_many
 
-from services.intake.guards import Guards, async_storage
+from services.intake.guards import Guards
 from services.intake.integrations import (
     Integration,
     Integrations,
@@ -21,6 +21,7 @@ from services.intake.integrations import (
 from services.intake.settings import IntakeSettings
 from shared.config import ConfigError
 from shared.contracts import Channel
+from shared.ratelimit import async_storage
 
 SHIPPED = Path(__file__).resolve().parents[3] / "services" / "intake" / "integrations.yaml"
 NOW = 1_773_000_000
