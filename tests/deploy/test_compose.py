@@ -249,3 +249,22 @@ def test_the_compose_scrape_config_finds_every_copy_of_each_service(
         (sd,) = jobs[f"closeloop-{name}"]["dns_sd_configs"]
         assert sd["names"] == [name] and name in spec["services"]
         assert sd["port"] == manifests.PORTS[name]
+
+
+def test_every_published_port_is_bound_to_the_host_s_loopback_by_default(
+    spec: dict[str, Any],
+) -> None:
+    """/metrics and /docs are on every service's port: nothing is published on the
+    host's other interfaces unless the operator names an address to publish intake and
+    followup on (for the TLS proxy in front, docs/deployment.md)."""
+    for name, service in spec["services"].items():
+        for port in service.get("ports", []):
+            bound = manifests.interpolate(str(port), {})
+            assert bound.startswith("127.0.0.1:"), (name, port)
+    published = {
+        name: manifests.interpolate(str(port), {"CLOSELOOP_PUBLISH_ADDRESS": "10.0.0.5"})
+        for name, service in spec["services"].items()
+        for port in service.get("ports", [])
+        if not str(port).startswith("127.0.0.1:")
+    }
+    assert published == {"intake": "10.0.0.5:8000:8000", "followup": "10.0.0.5:8003:8003"}

@@ -337,3 +337,90 @@ def test_every_pod_meets_the_restricted_pod_security_standard(production: list[D
         assert not any("hostPath" in volume for volume in pod.get("volumes", [])), name
         pods += 1
     assert pods == len(SERVICES) + 1  # and the topic job
+
+
+# --- network policies: who may reach which port ------------------------------------------
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+    return True
+
+
+def _peer_matches(
+    peer: Doc, same_namespace: bool, namespace: dict[str, str], pod: dict[str, str]
+) -> bool:
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], namespace):
+            return False
+    elif not same_namespace:
+        return False  # a podSelector alone means pods of the policy's own namespace
+    return "podSelector" not in peer or _selects(peer["podSelector"], pod)
+
+
+def reachable(
+    docs: list[Doc],
+    service: str,
+    *,
+    namespace: dict[str, str] | None = None,
+    pod: dict[str, str] | None = None,
+    same_namespace: bool = False,
+) -> bool:
+    """Whether a pod with labels ``pod`` in a namespace with labels ``namespace`` may open
+    a connection to ``service``'s HTTP port, by the rendered NetworkPolicies."""
+    target = workloads(docs)[service]["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        p for p in manifests.by_kind(docs, "NetworkPolicy").values()
+        if "Ingress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], target)
+    ]  # fmt: skip
+    if not policies:
+        return True  # not isolated
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = {port["port"] for port in rule.get("ports", [{"port": "http"}])}
+            peers = rule.get("from")
+            if "http" in ports and (
+                peers is None
+                or any(_peer_matches(p, same_namespace, namespace or {}, pod or {}) for p in peers)
+            ):
+                return True
+    return False
+
+
+def test_every_pod_of_closeloop_is_isolated_by_a_default_deny(production: list[Doc]) -> None:
+    deny = manifests.by_kind(production, "NetworkPolicy")["closeloop-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    for doc, _ in manifests.containers(production):
+        assert _selects(deny["podSelector"], doc["spec"]["template"]["metadata"]["labels"])
+
+
+def test_strangers_reach_intake_and_followup_only(production: list[Doc]) -> None:
+    """Integrations post to intake and customers open followup's survey page from
+    anywhere; the router's and the classifier's ports are closed to them, even from a
+    neighbour pod in closeloop's own namespace."""
+    reach = {s: reachable(production, s, namespace={"name": "web"}) for s in SERVICES}
+    assert reach == {"intake": True, "classifier": False, "router": False, "followup": True}
+    assert not reachable(production, "router", same_namespace=True)
+
+
+def test_the_router_takes_only_its_labelled_clients(production: list[Doc]) -> None:
+    client = {"closeloop.dev/router-client": "true"}
+    assert reachable(production, "router", namespace={"name": "tools"}, pod=client)
+    assert not reachable(production, "classifier", namespace={"name": "tools"}, pod=client)
+
+
+def test_prometheus_in_the_monitoring_namespace_reaches_every_service(
+    production: list[Doc],
+) -> None:
+    monitoring = {"closeloop.dev/monitoring": "true"}
+    assert all(reachable(production, s, namespace=monitoring) for s in SERVICES)
