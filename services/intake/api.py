@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +25,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from services.intake import openapi
+from services.intake.batch import TooManyItems, batch_items
 from services.intake.channels import JSON_CHANNELS, JsonChannel, web
 from services.intake.channels.email import parse_email
 from services.intake.domain import FeedbackIn, Invalid, Source, normalise_from
@@ -128,10 +129,7 @@ class BatchIn(BaseModel):
     items: list[FeedbackIn] = Field(min_length=1, max_length=500)
 
 
-class _BatchEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    items: list[Any] = Field(min_length=1)
+_FEEDBACK_ITEMS = TypeAdapter(list[FeedbackIn])
 
 
 @dataclass(frozen=True)
@@ -470,17 +468,24 @@ def _batch_limits(settings: IntakeSettings) -> Mapping[str, int]:
 )
 async def post_batch(request: Request) -> Response:
     admitted = await admit(request, channel=UNKNOWN_CHANNEL, limits=_batch_limits)
-    settings = _intake(request).settings
-    items = _batch_items(admitted.body)
-    if len(items) > settings.max_batch_items:
-        raise Rejected(
-            413,
-            "Content too large",
-            "too_large",
-            [field_error("items", f"a batch holds at most {settings.max_batch_items} items")],
-        )
-    BATCH_ITEMS.observe(len(items))
+    # Reading, validating and normalising up to 500 items takes a while: in a worker
+    # thread, so that the event loop goes on serving other requests meanwhile.
+    results, accepted, errors = await run_in_threadpool(
+        _read_batch, admitted, _intake(request).settings.max_batch_items
+    )
+    if not accepted:
+        raise Rejected(422, "Invalid request", "invalid", errors, counted=False)
+    await publish(request, accepted, "batch")
+    answer = {"accepted": len(accepted), "rejected": len(results) - len(accepted), "items": results}
+    return Response(to_json(answer), status_code=202, media_type=JSON)
 
+
+def _read_batch(
+    admitted: Admitted, max_items: int
+) -> tuple[list[dict[str, Any]], list[Feedback], list[dict[str, str]]]:
+    """Per item of the batch, in order, its answer; the accepted feedback; the errors."""
+    items = _batch_items(admitted.body, max_items)
+    BATCH_ITEMS.observe(len(items))
     # One arrival time for the whole request: every item was received at once.
     source = admitted.generic_source()
     # The answer is plain data in the shape of BatchResult (which documents it): a
@@ -510,31 +515,34 @@ async def post_batch(request: Request) -> Response:
                 "errors": [],
             }
         )
-
-    if not accepted:
-        raise Rejected(422, "Invalid request", "invalid", errors, counted=False)
-    await publish(request, accepted, "batch")
-    answer = {"accepted": len(accepted), "rejected": len(results) - len(accepted), "items": results}
-    return Response(to_json(answer), status_code=202, media_type=JSON)
+    return results, accepted, errors
 
 
 def _item_field(index: int, field: str) -> str:
     return f"items.{index}" if field == "(body)" else f"items.{index}.{field}"
 
 
-def _batch_items(body: bytes) -> Sequence[FeedbackIn | Any]:
+def _batch_items(body: bytes, max_items: int) -> Sequence[FeedbackIn | Any]:
     """The items of a batch body: validated ``FeedbackIn`` when every item is valid
-    (the common case, checked in one pass over the JSON), otherwise the raw items, each
-    to be validated on its own so that its errors are its own. 422 when the body is not
-    ``{"items": [...]}`` with at least one item."""
+    (the common case, checked in one pass), otherwise the raw items, each to be
+    validated on its own so that its errors are its own. 413 as soon as one item more
+    than allowed has been read; 422 when the body is not ``{"items": [...]}`` with at
+    least one item."""
     try:
-        return BatchIn.model_validate_json(body).items
-    except ValidationError:
-        pass  # some item is invalid, or there are too many, or the body is wrong
-    try:
-        return _BatchEnvelope.model_validate_json(body).items
-    except ValidationError as exc:
+        raw = batch_items(body, max_items)
+    except TooManyItems:
+        raise Rejected(
+            413,
+            "Content too large",
+            "too_large",
+            [field_error("items", f"a batch holds at most {max_items} items")],
+        ) from None
+    except Invalid as exc:
         raise invalid(exc, UNKNOWN_CHANNEL) from exc
+    try:
+        return _FEEDBACK_ITEMS.validate_python(raw)
+    except ValidationError:
+        return raw  # some item is invalid
 
 
 def _batch_item(

@@ -631,6 +631,24 @@ async def test_a_batch_over_500_items_is_413(intake: httpx.AsyncClient) -> None:
     assert response.json()["errors"][0]["field"] == "items"
 
 
+async def test_a_batch_of_many_thousand_items_is_413_without_reading_past_item_501(
+    intake: httpx.AsyncClient,
+) -> None:
+    """180,000 items, 9 MB: refused once item 501 is read; what follows it is never
+    parsed (here it is not JSON at all, which a full parse would answer with 422)."""
+    head = json.dumps({"items": [{**COMPLAINT, "text": "x"}] * 501})[:-2]
+    tail = ", {" + "x" * 9_000_000
+    response = await intake.post(
+        "/v1/feedback/batch",
+        content=(head + tail).encode(),
+        headers={**OPEN, "content-type": "application/json"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["errors"] == [
+        {"field": "items", "message": "a batch holds at most 500 items"}
+    ]
+
+
 # --- documentation, operations, logs ---------------------------------------------------
 
 

@@ -2,16 +2,24 @@
 
 MIME structure, quoted-printable and base64 are undone by the standard library's
 parser; headers and bodies are decoded here because mail in the wild labels GBK text
-as GB2312. HTML-only mail becomes text with Beautiful Soup; quoted replies and
-signatures are cut with mail-parser-reply. Attachments become metadata only.
+as GB2312. HTML-only mail becomes text in one pass of libxml2's HTML parser (lxml);
+quoted replies and signatures are cut with mail-parser-reply. Attachments become
+metadata only.
+
+Every step's work is bounded before it starts: the parts that nest (multipart sections
+and attached messages) are counted in the raw bytes before the standard library's
+parser, which recurses, sees them; MIME depth and HTML nesting have limits; the HTML
+and the text handed on are cut to a prefix. benchmarks/parsers.py measures the worst
+cases.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from email import message_from_bytes
 from email.errors import HeaderParseError
@@ -19,7 +27,7 @@ from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-from bs4 import BeautifulSoup, Comment, Declaration, Doctype, ProcessingInstruction
+from lxml import etree
 from mailparser_reply.parser import EmailMessage
 
 from services.intake.domain import Invalid, Source, assemble, build_customer, tidy_text, to_utc
@@ -45,11 +53,33 @@ _QUOTE_INTRO = re.compile(
     r"^\s*(?:在|于)?.{0,200}?(?:写道|wrote)\s*[:：]\s*$|^\s*-{2,}\s*(?:原始邮件|Original)",
     re.IGNORECASE,
 )
-_HTML_BLOCKS = [
+_HTML_BLOCKS = frozenset([
     "p", "div", "li", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
     "blockquote", "pre", "section", "article", "header", "footer", "hr",
-]  # fmt: skip
-_HTML_QUOTES = ("blockquote", "div.gmail_quote", "div#divRplyFwdMsg", "div#appendonsend")
+])  # fmt: skip
+# Elements whose content is not the customer's words: left out with everything inside.
+_HTML_HIDDEN = frozenset(["script", "style", "head", "title", "template", "noscript"])
+# Quoted earlier messages, as mail programs mark them: (element, attribute, a value).
+_HTML_QUOTES = (("div", "class", "gmail_quote"), ("div", "id", "divRplyFwdMsg"),
+                ("div", "id", "appendonsend"))  # fmt: skip
+_WHITE_SPACE = re.compile(r"\s+")
+# Elements open at once (libxml2 closes the ones HTML lets go unclosed, like <p> and
+# <li>); real mail, tables in tables included, stays far below.
+MAX_HTML_DEPTH = 256
+# Multipart sections and attached messages in one mail: the standard library's parser
+# recurses into each, so they are counted before it runs.
+MAX_MIME_CONTAINERS = 100
+MAX_MIME_DEPTH = 16
+# Parts in all (each becomes a Message object) and lines (the parser keeps each line
+# as a string until its part ends): a mail's memory and time grow with these more than
+# with its bytes. A 25 MB attachment in base64 is about 340,000 lines.
+MAX_MIME_PARTS = 500
+MAX_MAIL_LINES = 400_000
+_MIME_PART = re.compile(rb"^content-type:", re.IGNORECASE | re.MULTILINE)
+_MIME_CONTAINER = re.compile(
+    rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE
+)
+_HTML_CHUNK = 16_384
 
 
 def decode_bytes(raw: bytes, charset: str | None) -> str:
@@ -120,14 +150,40 @@ def _addresses(value: str | None) -> list[tuple[str, str]]:
     ]
 
 
-def _leaves(part: Message) -> Iterator[Message]:
-    """Every non-multipart part, depth first; attached messages stay whole."""
-    if part.get_content_maintype() == "multipart" and part.is_multipart():
-        for sub in part.get_payload():
-            if isinstance(sub, Message):
-                yield from _leaves(sub)
-    else:
-        yield part
+def _more_than(pattern: re.Pattern[bytes], raw: bytes, limit: int) -> bool:
+    return sum(1 for _ in itertools.islice(pattern.finditer(raw), limit + 1)) > limit
+
+
+def check_mail_shape(raw: bytes) -> None:
+    """Refuse, before parsing, a mail the standard library's parser would spend too long
+    on: more lines than :data:`MAX_MAIL_LINES`, more parts than :data:`MAX_MIME_PARTS`,
+    or more multipart sections and attached messages than :data:`MAX_MIME_CONTAINERS`
+    (an upper bound on how deep its parts nest; the parser recurses into each)."""
+    if raw.count(b"\n") > MAX_MAIL_LINES:
+        raise Invalid("(body)", f"the mail has more than {MAX_MAIL_LINES} lines")
+    if _more_than(_MIME_CONTAINER, raw, MAX_MIME_CONTAINERS):
+        raise Invalid(
+            "(body)",
+            f"the mail has more than {MAX_MIME_CONTAINERS} multipart sections and attached "
+            "messages",
+        )
+    if _more_than(_MIME_PART, raw, MAX_MIME_PARTS):
+        raise Invalid("(body)", f"the mail has more than {MAX_MIME_PARTS} MIME parts")
+
+
+def _leaves(message: Message) -> Iterator[Message]:
+    """Every non-multipart part, depth first; attached messages stay whole. Parts nested
+    deeper than :data:`MAX_MIME_DEPTH` multipart levels are refused."""
+    stack: list[tuple[Message, int]] = [(message, 1)]
+    while stack:
+        part, depth = stack.pop()
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            if depth > MAX_MIME_DEPTH:
+                raise Invalid("(body)", f"MIME parts nest deeper than {MAX_MIME_DEPTH} levels")
+            subs = [sub for sub in part.get_payload() if isinstance(sub, Message)]
+            stack.extend((sub, depth + 1) for sub in reversed(subs))
+        else:
+            yield part
 
 
 def _payload_bytes(part: Message) -> bytes:
@@ -145,26 +201,68 @@ def _is_attachment(part: Message) -> bool:
     return part.get_filename() is not None and part.get_content_maintype() != "text"
 
 
+class _VisibleText:
+    """An lxml parser target: collects what a browser would show, in one pass."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.depth = 0
+        # While inside a hidden element or a quote: its tag and how many of that tag
+        # are open (they can nest).
+        self.skipping: str | None = None
+        self.skipped_open = 0
+
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
+        self.depth += 1
+        if self.depth > MAX_HTML_DEPTH:
+            raise Invalid("(body)", f"the HTML nests deeper than {MAX_HTML_DEPTH} elements")
+        if self.skipping is not None:
+            self.skipped_open += tag == self.skipping
+            return
+        if tag in _HTML_HIDDEN or tag == "blockquote" or _is_quote(tag, attrib):
+            self.skipping, self.skipped_open = tag, 1
+        elif tag == "br" or tag in _HTML_BLOCKS:
+            self.parts.append("\n")
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+        if self.skipping is not None:
+            if tag == self.skipping:
+                self.skipped_open -= 1
+                if self.skipped_open == 0:
+                    self.skipping = None
+            return
+        if tag in _HTML_BLOCKS:
+            self.parts.append("\n")
+
+    def data(self, text: str) -> None:
+        if self.skipping is None:
+            self.parts.append(_WHITE_SPACE.sub(" ", text))
+
+    def close(self) -> str:
+        return "".join(self.parts)
+
+
+def _is_quote(tag: str, attrib: Mapping[str, str]) -> bool:
+    for element, attribute, value in _HTML_QUOTES:
+        if tag == element and value in (attrib.get(attribute) or "").split():
+            return True
+    return False
+
+
 def html_to_text(html: str) -> str:
     """The visible text of an HTML body, without scripts, styles and quoted replies:
-    source white space collapsed as a browser does, block elements on their own lines."""
-    soup = BeautifulSoup(html, "html.parser")
-    for element in soup(["script", "style", "head", "title"]):
-        element.decompose()
-    for selector in _HTML_QUOTES:
-        for element in soup.select(selector):
-            element.decompose()
-    for node in soup.find_all(string=True):
-        if isinstance(node, Comment | Doctype | Declaration | ProcessingInstruction):
-            node.extract()
-        else:
-            node.replace_with(re.sub(r"\s+", " ", str(node)))
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    for block in soup.find_all(_HTML_BLOCKS):
-        block.insert_before("\n")
-        block.append("\n")
-    lines = (line.strip() for line in soup.get_text().split("\n"))
+    source white space collapsed as a browser does, block elements on their own lines.
+    Linear in the length of the HTML (libxml2's parser, fed in chunks so that a
+    nesting beyond :data:`MAX_HTML_DEPTH` stops it early: 422)."""
+    target = _VisibleText()
+    parser = etree.HTMLParser(target=target, recover=True, no_network=True, remove_pis=True)
+    # libxml2 takes no NUL; a browser shows nothing for one either.
+    html = html.replace("\x00", "")
+    for start in range(0, len(html), _HTML_CHUNK):
+        parser.feed(html[start : start + _HTML_CHUNK])
+    text: str = parser.close() if html else ""
+    lines = (line.strip() for line in text.split("\n"))
     return tidy_text("\n".join(lines))
 
 
@@ -222,6 +320,7 @@ def _message_id(message: Message) -> str | None:
 def parse_email(raw: bytes, source: Source) -> Feedback:
     if not raw.strip():
         raise Invalid("(body)", "the mail is empty")
+    check_mail_shape(raw)
     message = message_from_bytes(raw)
     if not message.keys():
         raise Invalid("(body)", "not an RFC 5322 message: it has no header fields")
@@ -258,7 +357,8 @@ def parse_email(raw: bytes, source: Source) -> Feedback:
     body = tidy_text("\n\n".join(plain)[:budget])
     html_only = not body and bool(html)
     if html_only:
-        body = html_to_text("\n".join(html)[: budget * 10])
+        # Markup is most of an HTML mail: four times the text's budget is enough.
+        body = html_to_text("\n".join(html)[: budget * 4])
     text = latest_reply(body[:budget])
     subject = decode_header_value(raw_header(message, "Subject")) or None
 

@@ -191,3 +191,67 @@ def test_a_mail_with_very_many_attachments_lists_fifty_and_counts_the_rest() -> 
 def test_an_overlong_display_name_is_cut_rather_than_refused() -> None:
     raw = f"From: {'W' * 300} <a@example.com>\r\n\r\nLate parcel\r\n".encode()
     assert parse_email(raw, SOURCE).customer.name == "W" * 200
+
+
+# --- bounded work: nesting is refused before it costs ----------------------------------
+
+
+def nested_multipart(levels: int, text: str = "Where is my refund?") -> bytes:
+    """A mail whose text sits ``levels`` multipart/mixed sections deep."""
+    head = ["From: a@example.com", "Subject: nested"]
+    body: list[str] = []
+    for level in range(levels):
+        body += [f'Content-Type: multipart/mixed; boundary="b{level}"', "", f"--b{level}"]
+    body += ["Content-Type: text/plain", "", text]
+    body += [f"--b{level}--" for level in reversed(range(levels))]
+    return "\r\n".join([*head, "MIME-Version: 1.0", *body, ""]).encode()
+
+
+def test_a_mail_a_few_multipart_levels_deep_is_read() -> None:
+    assert parse_email(nested_multipart(8), SOURCE).text == "Where is my refund?"
+
+
+def test_a_thousand_nested_multipart_sections_are_refused_before_parsing() -> None:
+    with pytest.raises(Invalid) as refused:
+        parse_email(nested_multipart(1000), SOURCE)
+    assert refused.value.field == "(body)"
+    assert "more than 100 multipart sections" in refused.value.message
+
+
+def test_parts_nested_deeper_than_the_mime_limit_are_refused() -> None:
+    with pytest.raises(Invalid) as refused:
+        parse_email(nested_multipart(40), SOURCE)
+    assert refused.value.message == "MIME parts nest deeper than 16 levels"
+
+
+def test_html_nested_beyond_the_limit_is_refused_naming_the_limit() -> None:
+    with pytest.raises(Invalid) as refused:
+        html_to_text("<div>" * 20_000 + "x" + "</div>" * 20_000)
+    assert refused.value.message == "the HTML nests deeper than 256 elements"
+
+
+def test_html_that_html_lets_go_unclosed_does_not_count_as_nesting() -> None:
+    html = "<p>refund" * 5_000 + "<ul>" + "<li>item" * 5_000 + "</ul>"
+    text = html_to_text(html)
+    assert text.startswith("refund\n\nrefund") and text.endswith("item")
+
+
+def test_quoted_messages_hidden_elements_and_nested_quotes_leave_no_text() -> None:
+    html = (
+        "<html><head><title>t</title><style>p{}</style></head><body>"
+        "<p>Still no refund.</p><script>var x = '<p>no</p>';</script>"
+        '<div class="gmail_quote extra"><div>On Monday you wrote:<div>old</div></div></div>'
+        "<blockquote><blockquote>older</blockquote>old</blockquote>"
+        '<div id="divRplyFwdMsg">From: us</div><p>Please call me.</p></body></html>'
+    )
+    assert html_to_text(html) == "Still no refund.\n\nPlease call me."
+
+
+@pytest.mark.parametrize(
+    "html",
+    ["<a" * 40_000, "</" * 40_000, "<?" * 40_000, "<![CDATA[" * 20_000, "<!--" * 20_000],
+)
+def test_malformed_html_of_every_kind_becomes_text_or_nothing(html: str) -> None:
+    """Inputs that take the standard library's HTML parser quadratic time (measured by
+    benchmarks/parsers.py) are read in one pass."""
+    assert isinstance(html_to_text(html), str)
