@@ -24,6 +24,7 @@ from services.followup.app import build as build_followup
 from services.followup.links import SurveyLinks, SurveyTicket
 from services.followup.page import SurveyPages
 from services.followup.settings import FollowupSettings
+from services.intake.app import build as build_intake
 from services.router.app import build as build_router
 from services.router.settings import RouterSettings
 from shared import devstack
@@ -35,6 +36,8 @@ from shared.settings import ServiceSettings
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_followup_store import API_KEY, SURVEY_SECRET, followup_settings
+from tests.integration.test_intake_api import COMPLAINT, OPEN, intake_settings
+from tests.integration.test_intake_api import ENVIRON as INTAKE_ENVIRON
 from tests.integration.test_router_flows import small_policy
 from tests.integration.test_router_service import WRITE_KEY, router_settings, write_policy
 
@@ -138,6 +141,30 @@ async def test_the_survey_page_says_try_again_later_while_the_database_is_unreac
         assert response.headers["cache-control"] == "no-store"
         assert texts.try_later in response.text
         assert texts.try_later_title in response.text
+
+
+# --- intake -------------------------------------------------------------------------------
+
+
+async def test_intake_answers_503_while_the_database_of_its_limits_is_unreachable(
+    infra: Infra,
+) -> None:
+    """Intake counts rate limits and seen signatures in MongoDB: without it, a post is a
+    503 with Retry-After (never accepted unchecked, never a 500)."""
+    settings = intake_settings(infra, mongo_url=nowhere())
+    assert_short_request_budget(settings)
+    async with (
+        running(build_intake(settings, environ=INTAKE_ENVIRON), wait_ready=False),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.http_port}", headers=OPEN, timeout=30
+        ) as http,
+    ):
+        single, batch = await asyncio.gather(
+            http.post("/v1/feedback", json=COMPLAINT),
+            http.post("/v1/feedback/batch", json={"items": [COMPLAINT]}),
+        )
+    for response in (single, batch):
+        assert_unavailable(response, settings)
 
 
 # --- router -------------------------------------------------------------------------------
