@@ -98,7 +98,7 @@ def _charset_candidates(charset: str | None) -> list[str]:
     if charset:
         label = charset.strip().strip('"').lower()
         label = _CHARSET_SUPERSETS.get(label, label)
-        with contextlib.suppress(LookupError):
+        with contextlib.suppress(LookupError, ValueError):  # unknown, or not a name (NUL)
             candidates.append(codecs.lookup(label).name)
     return [*candidates, "utf-8", "gb18030"]
 

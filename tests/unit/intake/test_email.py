@@ -109,6 +109,7 @@ def test_html_blocks_become_paragraphs_and_inline_markup_and_comments_vanish() -
         ("naïve".encode(), "us-ascii", "naïve"),
         ("Grüße".encode("cp1252"), "iso-8859-1", "Grüße"),
         (b"\xff\xfe\xfa", "no-such-charset", "\ufffd\ufffd\ufffd"),
+        ("退款".encode(), "\x00bk", "退款"),
     ],
 )
 def test_bodies_decode_in_the_declared_charset_or_a_superset(
