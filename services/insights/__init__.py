@@ -1,0 +1,1 @@
+"""insights: the review step, cases turned into reports."""

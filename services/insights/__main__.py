@@ -1,0 +1,3 @@
+from services.insights.app import build
+
+build().run()

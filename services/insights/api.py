@@ -1,0 +1,225 @@
+"""insights' HTTP API: reports over the cases' projection, every figure leading to its
+cases. Every route only reads and needs an API key (shared/auth.py).
+
+Periods are days in UTC: ``from`` and ``to`` are both included. Filters are the
+dimensions by name, each any number of times (``team=billing&team=logistics``); a report
+counts the cases opened in the period.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.insights.reports import figures
+from services.insights.settings import InsightsSettings
+from services.insights.store import InsightsStore, decode_cursor
+from shared.auth import api_client
+from shared.clock import utcnow
+from shared.http import PROBLEM_JSON
+
+PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem details"}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: PROBLEM, 403: PROBLEM, 429: PROBLEM}
+
+router = APIRouter(prefix="/v1/reports", dependencies=[Depends(api_client)], responses=AUTH_ERRORS)
+
+Dimension = Literal[
+    "root_cause", "team", "agent", "channel", "priority", "language", "customer_tier"
+]
+# The columns of the CSV export, one row per case, in this order.
+CSV_COLUMNS = (
+    "case_id", "customer_key", "feedback_id", "channel", "language", "customer_tier",
+    "root_cause", "secondary_cause", "urgency", "priority", "team", "agent",
+    "opened_at", "first_response_due", "first_response_at", "resolution_due", "resolved_at",
+    "closed_at", "outcome", "first_response_sla_met", "resolution_sla_met", "sla_breached",
+    "reopen_count", "escalation_count", "callbacks_scheduled", "surveys_sent",
+    "csat", "expected", "perceived", "ratio", "verdict", "solved", "text",
+)  # fmt: skip
+
+
+class Period(BaseModel):
+    start: date = Field(serialization_alias="from")
+    end: date = Field(serialization_alias="to", description="Included")
+
+
+def _settings(request: Request) -> InsightsSettings:
+    settings: InsightsSettings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> InsightsStore:
+    store: InsightsStore = request.app.state.store
+    return store
+
+
+def period(
+    request: Request,
+    start: Annotated[
+        date | None, Query(alias="from", description="First day (UTC); default: 29 days ago")
+    ] = None,
+    end: Annotated[date | None, Query(alias="to", description="Last day (UTC), included")] = None,
+) -> Period:
+    today = utcnow().date()
+    end = end or today
+    start = start or end - timedelta(days=29)
+    if start > end:
+        raise HTTPException(422, "from is after to")
+    longest = _settings(request).max_report_days
+    if (end - start).days + 1 > longest:
+        raise HTTPException(422, f"a report covers at most {longest} days")
+    return Period(start=start, end=end)
+
+
+def filters(
+    root_cause: Annotated[list[str] | None, Query()] = None,
+    team: Annotated[list[str] | None, Query()] = None,
+    agent: Annotated[list[str] | None, Query()] = None,
+    channel: Annotated[list[str] | None, Query()] = None,
+    priority: Annotated[list[str] | None, Query()] = None,
+    language: Annotated[list[str] | None, Query()] = None,
+    customer_tier: Annotated[list[str] | None, Query()] = None,
+) -> dict[str, list[str]]:
+    """The dimensions filtered on, each with the values it may take."""
+    given = {
+        "root_cause": root_cause,
+        "team": team,
+        "agent": agent,
+        "channel": channel,
+        "priority": priority,
+        "language": language,
+        "customer_tier": customer_tier,
+    }
+    return {name: values for name, values in given.items() if values}
+
+
+PeriodQuery = Annotated[Period, Depends(period)]
+FiltersQuery = Annotated[dict[str, list[str]], Depends(filters)]
+
+
+def _bounds(p: Period) -> tuple[datetime, datetime]:
+    return (
+        datetime.combine(p.start, time(), UTC),
+        datetime.combine(p.end + timedelta(days=1), time(), UTC),
+    )
+
+
+@router.get(
+    "/summary",
+    summary="Volume, speed, deadlines, reopens, escalations and satisfaction",
+    description="One row for all the cases opened in the period, and with `by` one per value "
+    "of that dimension (largest first). The figures are defined in docs/insights.md.",
+)
+async def summary(
+    request: Request,
+    p: PeriodQuery,
+    f: FiltersQuery,
+    by: Annotated[Dimension | None, Query(description="Group by this dimension")] = None,
+) -> dict[str, Any]:
+    store = _store(request)
+    end = p.end + timedelta(days=1)
+    totals = await store.rollups(p.start, end, f, None)
+    answer: dict[str, Any] = {
+        **p.model_dump(by_alias=True, mode="json"),
+        "filters": f,
+        "total": figures(totals.get("all", {})),
+    }
+    if by is not None:
+        groups = await store.rollups(p.start, end, f, by)
+        rows = [{by: value, **figures(sums)} for value, sums in groups.items()]
+        rows = [row for row in rows if row["cases"] > 0]
+        answer["by"] = by
+        answer["groups"] = sorted(rows, key=lambda row: (-row["cases"], str(row[by])))
+    return answer
+
+
+@router.get(
+    "/cases",
+    summary="The cases behind any figure: the same period and filters, page by page",
+    description="Cases by opening time. `next_cursor`, when present, gives the next page "
+    "(pagination by key: every page costs the same, and a case opened meanwhile is not "
+    "shown twice).",
+)
+async def cases(
+    request: Request,
+    p: PeriodQuery,
+    f: FiltersQuery,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor)
+        except ValueError as exc:
+            raise HTTPException(422, f"cursor: {exc}") from exc
+    start, end = _bounds(p)
+    page = await _store(request).case_page(start, end, f, after, limit)
+    return {
+        **p.model_dump(by_alias=True, mode="json"),
+        "filters": f,
+        "cases": [_public(facts) for facts in page.cases],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get(
+    "/cases.csv",
+    summary="Every case of the period as one CSV row",
+    description="UTF-8 with a byte-order mark, so that spreadsheets in any locale (Chinese "
+    "included) open it correctly; streamed, so any range can be exported.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def cases_csv(request: Request, p: PeriodQuery, f: FiltersQuery) -> StreamingResponse:
+    start, end = _bounds(p)
+    rows = _store(request).stream_cases(start, end, f)
+    name = f"closeloop-cases-{p.start.isoformat()}-{p.end.isoformat()}.csv"
+    return StreamingResponse(
+        csv_lines(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def csv_lines(rows: AsyncIterator[Mapping[str, Any]]) -> AsyncIterator[bytes]:
+    """The CSV file, a header and then a line per case, as it is read."""
+    yield "\ufeff".encode() + _csv_row(CSV_COLUMNS)
+    async for facts in rows:
+        yield _csv_row([_cell(facts.get(column)) for column in CSV_COLUMNS])
+
+
+def _csv_row(values: Sequence[str]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue().encode()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
+    text = str(value)
+    # A cell a spreadsheet would run as a formula is kept as text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _number(text) else text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _public(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return {column: facts.get(column) for column in CSV_COLUMNS}

@@ -1,0 +1,63 @@
+"""Wiring of the insights service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from services.insights.api import router as api_router
+from services.insights.handlers import TOPICS, make_handlers
+from services.insights.metrics import LAST_OPENED, PENDING_SETTLED
+from services.insights.settings import InsightsSettings
+from services.insights.store import InsightsStore
+from shared.auth import Gate
+from shared.clock import utcnow
+from shared.kafka import sleep_unless
+from shared.ratelimit import limits_storage
+from shared.runtime import Service, web_app
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: InsightsSettings | None = None) -> Service:
+    settings = settings or InsightsSettings()
+    app = web_app(
+        "closeloop insights",
+        description="Reports over every case: volume, speed, deadlines, reopens, escalations "
+        "and satisfaction by cause, team, agent, channel, priority, language and tier; the "
+        "cases behind every figure; CSV exports. Every route needs an API key (X-API-Key or "
+        "Authorization: Bearer).",
+    )
+    app.include_router(api_router)
+    service = Service("insights", settings, app=app, uses_database=True)
+    storage = limits_storage(settings.rate_limit_storage, service.db)
+    app.state.gate = Gate.of("insights", settings, settings.api_keys, storage)
+    store = InsightsStore(service.db)
+    app.state.store = store
+    app.state.settings = settings
+
+    async def prepare() -> None:
+        if not settings.api_keys:
+            log.warning(
+                "no API keys (CLOSELOOP_INSIGHTS_API_KEYS): the reports API refuses every request"
+            )
+        await store.ensure_indexes()
+
+    async def sweep(stop: asyncio.Event) -> None:
+        """Add rollup deltas a stopped copy left pending; keep the reach gauge fresh."""
+        while not stop.is_set():
+            try:
+                older = utcnow() - timedelta(seconds=settings.pending_sweep_s)
+                PENDING_SETTLED.inc(await store.settle_pending(older))
+                latest = await store.latest_opened()
+                if latest is not None:
+                    LAST_OPENED.set(latest.timestamp())
+            except Exception:  # the next round tries again; consuming goes on
+                log.exception("insights sweep failed")
+            await sleep_unless(stop, settings.pending_sweep_s)
+
+    service.on_startup(prepare)
+    service.consume([topic.value for topic in TOPICS], make_handlers(store))
+    service.job(sweep)
+    return service

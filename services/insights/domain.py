@@ -1,0 +1,425 @@
+"""Case facts: one projection per case, folded from case.routed and case.lifecycle.
+
+Events come more than once and in any order (two topics, many partitions), so each
+field is a merge that neither can change: the earliest or the latest of times, the
+union of sets, the largest of counts, or the values of the event that ranks first by a
+stamp kept beside them (its time, then its event id, so that ties break the same way
+wherever they are met). Folding a set of events in any order, each any number of
+times, gives an equal ``CaseFacts``; ``rollup_delta`` turns each change of a case's
+facts into what to add to the daily rollups.
+
+Pure functions over the event contracts: no I/O, no clock reads.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_serializer
+
+from services.insights.reports import TIME_BUCKETS_S, TIMES, bucket_measure, time_buckets
+from shared.contracts import (
+    CallbackScheduled,
+    CaseClosed,
+    CaseEscalated,
+    CaseEvent,
+    CaseFirstResponse,
+    CaseOutcome,
+    CaseReopened,
+    CaseResolved,
+    CaseRouted,
+    Channel,
+    CustomerTier,
+    Priority,
+    RootCause,
+    SatisfactionVerdict,
+    SlaBreached,
+    SlaKind,
+    SurveyAnswered,
+    SurveyRequested,
+    Urgency,
+)
+from shared.envelope import Event
+
+Stamp = tuple[datetime, str]
+"""(when, event id) of the event a "latest" value came from: the larger wins."""
+
+OpeningStamp = tuple[bool, datetime, datetime, str]
+"""(linked, routed_at, received_at, event id) of a case.routed: the smallest opened the
+case. A linked feedback carries a copy of the case's routing (same routed_at), so it
+ranks after the case's own feedback whatever the times say."""
+
+RoutingStamp = tuple[datetime, int, bool, datetime, str]
+"""(routed_at, reroute_count, assigned, received_at, event id) of a case.routed: the
+largest is the routing in force. At one routed_at, an agent assigned from the queue
+ranks after the queued routing, and a linked feedback (received later, perhaps with a
+raised priority) after the routing it copied."""
+
+
+class CaseFacts(BaseModel):
+    """What insights knows of one case. Fields not known yet are None (or empty)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    customer_key: str
+    # The feedback that opened the case (the first case.routed) and its classification.
+    feedback_id: str | None = None
+    text: str | None = None
+    channel: Channel | None = None
+    language: str | None = None
+    customer_tier: CustomerTier | None = None
+    root_cause: RootCause | None = None
+    secondary_cause: RootCause | None = None
+    urgency: Urgency | None = None
+    opened_at: datetime | None = None
+    opening_stamp: OpeningStamp | None = None
+    # The routing in force (the latest case.routed): re-routing moves owner and deadlines.
+    priority: Priority | None = None
+    team: str | None = None
+    agent: str | None = None
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    routing_stamp: RoutingStamp | None = None
+    # The lifecycle.
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    outcome: CaseOutcome | None = None
+    closed_first_response_sla_met: bool | None = None
+    closed_resolution_sla_met: bool | None = None
+    closed_stamp: Stamp | None = None
+    reopen_count: int = 0
+    escalation_ids: frozenset[str] = frozenset()
+    callback_ids: frozenset[str] = frozenset()
+    survey_ids: frozenset[str] = frozenset()
+    sla_breached: frozenset[SlaKind] = frozenset()
+    # The latest survey answer.
+    csat: int | None = None
+    expected: int | None = None
+    perceived: int | None = None
+    ratio: float | None = None
+    verdict: SatisfactionVerdict | None = None
+    solved: bool | None = None
+    answer_stamp: Stamp | None = None
+    # Derived from the fields above after every fold (see _derived).
+    escalation_count: int = 0
+    callbacks_scheduled: int = 0
+    surveys_sent: int = 0
+    first_response_sla_met: bool | None = None
+    resolution_sla_met: bool | None = None
+    applied: frozenset[str] = frozenset()
+    """Ids of the events folded in: a caller can tell a redelivery from news."""
+
+    @field_serializer(
+        "escalation_ids", "callback_ids", "survey_ids", "sla_breached", "applied", when_used="json"
+    )
+    def _sorted(self, values: frozenset[str]) -> list[str]:
+        # Sets in a stable order: equal facts are stored as equal documents.
+        return sorted(values)
+
+
+def fold(facts: CaseFacts | None, event: Event[Any]) -> CaseFacts:
+    """``facts`` with one more event of its case (case.routed or case.lifecycle) in.
+
+    Idempotent and order-independent: every field is a commutative merge. A lifecycle
+    event before the case's case.routed is folded all the same; the facts of case.routed
+    stay None until it comes.
+    """
+    data = event.data
+    if not isinstance(data, CaseRouted | CaseEvent):
+        raise ValueError(f"{event.name} is not an event of a case")
+    key = data.feedback.customer_key if isinstance(data, CaseRouted) else data.customer_key
+    if facts is None:
+        facts = CaseFacts(case_id=data.case_id, customer_key=key)
+    elif data.case_id != facts.case_id:
+        raise ValueError(f"event {event.id} is of case {data.case_id}, not {facts.case_id}")
+    changes = _changes(facts, event.id, data)
+    # The same on every event of a case; the least makes a disagreement deterministic.
+    changes["customer_key"] = min(facts.customer_key, key)
+    changes["applied"] = facts.applied | {event.id}
+    merged = facts.model_copy(update=changes)
+    return merged.model_copy(update=_derived(merged))
+
+
+def _changes(facts: CaseFacts, event_id: str, data: CaseRouted | CaseEvent) -> dict[str, Any]:
+    if isinstance(data, CaseRouted):
+        return _routed(facts, event_id, data)
+    at = _utc(data.occurred_at)
+    if isinstance(data, CaseFirstResponse):
+        return {"first_response_at": _earliest(facts.first_response_at, at)}
+    if isinstance(data, CaseResolved):
+        return {"resolved_at": _latest(facts.resolved_at, at)}
+    if isinstance(data, CaseReopened):
+        return {"reopen_count": max(facts.reopen_count, data.reopen_count)}
+    if isinstance(data, CaseEscalated):
+        # An escalation that comes with a reopen counts that round too.
+        return {
+            "escalation_ids": facts.escalation_ids | {event_id},
+            "reopen_count": max(facts.reopen_count, data.reopen_count or 0),
+        }
+    if isinstance(data, SlaBreached):
+        return {"sla_breached": facts.sla_breached | {data.sla}}
+    if isinstance(data, CallbackScheduled):
+        return {"callback_ids": facts.callback_ids | {data.callback_id}}
+    if isinstance(data, SurveyRequested):
+        # A reminder repeats its survey's id: counted once.
+        return {"survey_ids": facts.survey_ids | {data.survey_id}}
+    if isinstance(data, SurveyAnswered):
+        return _answered(facts, (at, event_id), data)
+    if isinstance(data, CaseClosed):
+        return _closed(facts, (at, event_id), data)
+    return {}  # sla.warning, callback.due: nothing a report counts
+
+
+def _routed(facts: CaseFacts, event_id: str, data: CaseRouted) -> dict[str, Any]:
+    feedback, classification, routing = data.feedback, data.classification, data.routing
+    routed_at, received_at = _utc(routing.routed_at), _utc(feedback.received_at)
+    changes: dict[str, Any] = {}
+    opening: OpeningStamp = (data.linked_to is not None, routed_at, received_at, event_id)
+    if facts.opening_stamp is None or opening < facts.opening_stamp:
+        changes |= {
+            "feedback_id": feedback.feedback_id,
+            "text": feedback.text,
+            "channel": feedback.channel,
+            "language": feedback.language,
+            "customer_tier": feedback.customer.tier,
+            "root_cause": classification.root_cause,
+            "secondary_cause": classification.secondary_cause,
+            "urgency": classification.urgency,
+            "opened_at": received_at,
+            "opening_stamp": opening,
+        }
+    current: RoutingStamp = (
+        routed_at,
+        routing.reroute_count,
+        not routing.queued,
+        received_at,
+        event_id,
+    )
+    if facts.routing_stamp is None or current > facts.routing_stamp:
+        changes |= {
+            "priority": routing.priority,
+            "team": routing.team,
+            "agent": routing.agent,
+            "first_response_due": _utc(routing.first_response_due),
+            "resolution_due": _utc(routing.resolution_due),
+            "routing_stamp": current,
+        }
+    return changes
+
+
+def _answered(facts: CaseFacts, stamp: Stamp, data: SurveyAnswered) -> dict[str, Any]:
+    if facts.answer_stamp is not None and stamp <= facts.answer_stamp:
+        return {}
+    return {
+        "csat": data.csat,
+        "expected": data.expected,
+        "perceived": data.perceived,
+        "ratio": data.ratio,
+        "verdict": data.verdict,
+        "solved": data.solved,
+        "answer_stamp": stamp,
+    }
+
+
+def _closed(facts: CaseFacts, stamp: Stamp, data: CaseClosed) -> dict[str, Any]:
+    # What the summary knows of the lifecycle merges like the lifecycle events would.
+    first_response_at = facts.first_response_at
+    if data.first_response_at is not None:
+        first_response_at = _earliest(first_response_at, _utc(data.first_response_at))
+    resolved_at = facts.resolved_at
+    if data.resolved_at is not None:
+        resolved_at = _latest(resolved_at, _utc(data.resolved_at))
+    changes: dict[str, Any] = {
+        "first_response_at": first_response_at,
+        "resolved_at": resolved_at,
+        "reopen_count": max(facts.reopen_count, data.reopen_count),
+    }
+    if facts.closed_stamp is None or stamp > facts.closed_stamp:
+        changes |= {
+            "closed_at": _utc(data.closed_at),
+            "outcome": data.outcome,
+            "closed_first_response_sla_met": data.first_response_sla_met,
+            "closed_resolution_sla_met": data.resolution_sla_met,
+            "closed_stamp": stamp,
+        }
+    return changes
+
+
+def _derived(facts: CaseFacts) -> dict[str, Any]:
+    """The fields computed from the others: functions of merged state, so they merge too."""
+    return {
+        "escalation_count": len(facts.escalation_ids),
+        "callbacks_scheduled": len(facts.callback_ids),
+        "surveys_sent": len(facts.survey_ids),
+        "first_response_sla_met": _sla_met(
+            facts.closed_first_response_sla_met,
+            "first_response" in facts.sla_breached,
+            facts.first_response_at,
+            facts.first_response_due,
+        ),
+        "resolution_sla_met": _sla_met(
+            facts.closed_resolution_sla_met,
+            "resolution" in facts.sla_breached,
+            facts.resolved_at,
+            facts.resolution_due,
+        ),
+    }
+
+
+def _sla_met(
+    closed: bool | None, breached: bool, done_at: datetime | None, due: datetime | None
+) -> bool | None:
+    """What case.closed said; else a breach is a miss (a re-route after it moves the
+    deadline, not the miss); else the time against the deadline in force; else unknown."""
+    if closed is not None:
+        return closed
+    if breached:
+        return False
+    if done_at is None or due is None:
+        return None
+    return done_at <= due
+
+
+def _utc(at: datetime) -> datetime:
+    # One instant, one value: equal facts serialise equally whatever offsets came in.
+    return at.astimezone(UTC)
+
+
+def _earliest(current: datetime | None, at: datetime) -> datetime:
+    return at if current is None else min(current, at)
+
+
+def _latest(current: datetime | None, at: datetime) -> datetime:
+    return at if current is None else max(current, at)
+
+
+# --- rollups ------------------------------------------------------------------------
+
+DIMENSIONS = ("root_cause", "team", "agent", "channel", "priority", "language", "customer_tier")
+MEASURES = (
+    "cases",
+    "first_responded",
+    "first_response_s",
+    "resolved",
+    "resolve_s",
+    "first_response_deadlines_known",
+    "first_response_deadlines_met",
+    "resolution_deadlines_known",
+    "resolution_deadlines_met",
+    "reopened",
+    "escalated",
+    "surveys_sent",
+    "answered",
+    "csat_sum",
+    "csat_1",
+    "csat_2",
+    "csat_3",
+    "csat_4",
+    "csat_5",
+    "perceived_sum",
+    "expected_sum",
+    "delighted",
+    "satisfied",
+    "dissatisfied",
+    "closed",
+    # One-hot: the bucket of each time (services/insights/reports.py), for percentiles.
+    *(bucket_measure(time, i) for time in TIMES for i in range(len(TIME_BUCKETS_S) + 1)),
+)
+# SatisfactionVerdict's values are the three buckets themselves: perceived well above
+# expected is delighted, about equal satisfied, below dissatisfied (followup judges it).
+VERDICT_BUCKET: dict[SatisfactionVerdict, str] = {
+    "delighted": "delighted",
+    "satisfied": "satisfied",
+    "dissatisfied": "dissatisfied",
+}
+
+Rollup = tuple[date, dict[str, str], dict[str, float]]
+"""(day, dimensions, measures): what to add to one daily rollup."""
+
+
+def day_of(facts: CaseFacts) -> date | None:
+    """The UTC day the case was opened on: the day its rollup belongs to."""
+    return None if facts.opened_at is None else facts.opened_at.astimezone(UTC).date()
+
+
+def dimensions(facts: CaseFacts) -> dict[str, str]:
+    """Each dimension's value as text; "none" when not known."""
+    values: dict[str, str] = {}
+    for name in DIMENSIONS:
+        value = getattr(facts, name)
+        values[name] = "none" if value is None else str(getattr(value, "value", value))
+    return values
+
+
+def measures(facts: CaseFacts) -> dict[str, float]:
+    """The case's contribution to its daily rollup (every measure, zeros included)."""
+    out = dict.fromkeys(MEASURES, 0.0)
+    out["cases"] = 1.0
+    if facts.first_response_at is not None:
+        out["first_responded"] = 1.0
+        out["first_response_s"] = _seconds(facts.opened_at, facts.first_response_at)
+        out.update(time_buckets("first_response", out["first_response_s"]))
+    if facts.resolved_at is not None:
+        out["resolved"] = 1.0
+        out["resolve_s"] = _seconds(facts.opened_at, facts.resolved_at)
+        out.update(time_buckets("resolve", out["resolve_s"]))
+    for kind, met in (
+        ("first_response", facts.first_response_sla_met),
+        ("resolution", facts.resolution_sla_met),
+    ):
+        out[f"{kind}_deadlines_known"] = float(met is not None)
+        out[f"{kind}_deadlines_met"] = float(met is True)
+    out["reopened"] = float(facts.reopen_count > 0)
+    out["escalated"] = float(facts.escalation_count > 0)
+    out["surveys_sent"] = float(facts.surveys_sent > 0)
+    if facts.csat is not None:
+        out["answered"] = 1.0
+        out["csat_sum"] = float(facts.csat)
+        out[f"csat_{facts.csat}"] = 1.0
+    if facts.perceived is not None:
+        out["perceived_sum"] = float(facts.perceived)
+    if facts.expected is not None:
+        out["expected_sum"] = float(facts.expected)
+    if facts.verdict is not None:
+        out[VERDICT_BUCKET[facts.verdict]] = 1.0
+    out["closed"] = float(facts.closed_at is not None)
+    return out
+
+
+def _seconds(start: datetime | None, end: datetime) -> float:
+    return 0.0 if start is None else (end - start).total_seconds()
+
+
+def rollup_delta(before: CaseFacts | None, after: CaseFacts) -> list[Rollup]:
+    """What to add to the rollups when a case's facts change from ``before`` to ``after``:
+    the old contribution taken out of its day and dimensions, the new one put in. A case
+    whose day is not known yet (no case.routed) counts nowhere. Only measures that change
+    are given; an entry with none is left out, and when the day and dimensions stay the
+    same the two make one entry of differences."""
+    old = _contribution(before)
+    new = _contribution(after)
+    if old is not None and new is not None and old[:2] == new[:2]:
+        day, dims, values = new
+        entries = [(day, dims, {k: v - old[2].get(k, 0.0) for k, v in values.items()})]
+    else:
+        entries = []
+        if old is not None:
+            entries.append((old[0], old[1], {k: -v for k, v in old[2].items()}))
+        if new is not None:
+            entries.append(new)
+    out: list[Rollup] = []
+    for day, dims, values in entries:
+        changed = {k: v for k, v in values.items() if v != 0.0}
+        if changed:
+            out.append((day, dims, changed))
+    return out
+
+
+def _contribution(facts: CaseFacts | None) -> Rollup | None:
+    if facts is None:
+        return None
+    day = day_of(facts)
+    return None if day is None else (day, dimensions(facts), measures(facts))

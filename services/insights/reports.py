@@ -1,0 +1,115 @@
+"""The figures of a report, from the sums of the measures of its cases (pure).
+
+Every figure is a ratio of sums, so that the rollups of any days and dimensions add up
+to the figure of their union. Times to first response and to resolution are counted in
+buckets (:data:`TIME_BUCKETS_S`): their percentiles are read from the buckets by linear
+interpolation inside the bucket that holds the rank, as Prometheus's
+``histogram_quantile`` does; a rank in the last, open bucket is reported as that
+bucket's lower edge (a lower bound, flagged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Upper edges, in seconds: 5, 15 and 30 minutes, 1, 2, 4 and 8 hours, 1, 2, 3 and 7 days.
+TIME_BUCKETS_S: tuple[float, ...] = (
+    300, 900, 1_800, 3_600, 7_200, 14_400, 28_800, 86_400, 172_800, 259_200, 604_800,
+)  # fmt: skip
+TIMES = ("first_response", "resolve")
+CSAT_SCORES = (1, 2, 3, 4, 5)
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the bucket ``seconds`` falls in; len(TIME_BUCKETS_S) is the open one."""
+    for index, edge in enumerate(TIME_BUCKETS_S):
+        if seconds <= edge:
+            return index
+    return len(TIME_BUCKETS_S)
+
+
+def bucket_measure(time: str, index: int) -> str:
+    return f"{time}_bucket_{index}"
+
+
+def time_buckets(time: str, seconds: float | None) -> dict[str, float]:
+    """A case's contribution to the buckets of ``time``: one in its bucket, if known."""
+    if seconds is None:
+        return {}
+    return {bucket_measure(time, bucket_of(max(0.0, seconds))): 1.0}
+
+
+def quantile(q: float, counts: Sequence[float]) -> tuple[float | None, bool]:
+    """The ``q`` quantile (0..1) of times counted in buckets; (value, is a lower bound)."""
+    total = sum(counts)
+    if total <= 0:
+        return None, False
+    rank = q * total
+    seen = 0.0
+    for index, count in enumerate(counts):
+        if count > 0 and seen + count >= rank:
+            if index == len(TIME_BUCKETS_S):
+                return TIME_BUCKETS_S[-1], True
+            lower = TIME_BUCKETS_S[index - 1] if index else 0.0
+            upper = TIME_BUCKETS_S[index]
+            return lower + (upper - lower) * (rank - seen) / count, False
+        seen += count
+    return TIME_BUCKETS_S[-1], True
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def figures(sums: Mapping[str, float]) -> dict[str, Any]:
+    """Every figure of a summary row from the sums of its cases' measures.
+
+    - ``cases``: cases opened in the period;
+    - ``first_response_s`` / ``resolve_s``: p50 and p90 over the cases that had one;
+    - ``first_response_deadline_met`` / ``resolution_deadline_met``: share of the
+      deadlines known to be met or missed that were met;
+    - ``reopen_rate``: reopened cases per resolved case; ``escalation_rate``: escalated
+      cases per case;
+    - ``survey_response_rate``: answered surveys per case surveyed;
+    - ``csat_mean`` and ``csat_distribution`` (share of answers per score);
+    - ``satisfaction_index``: 100 x mean perceived quality / mean expected quality of the
+      answers (100: the service met expectations; above: exceeded them);
+    - ``delighted``, ``satisfied``, ``dissatisfied``, ``no_response``: shares of the
+      cases surveyed.
+    """
+    s = dict(sums)
+    get = s.get
+    row: dict[str, Any] = {"cases": int(get("cases", 0))}
+    for time in TIMES:
+        counts = [get(bucket_measure(time, i), 0.0) for i in range(len(TIME_BUCKETS_S) + 1)]
+        for name, q in (("p50", 0.5), ("p90", 0.9)):
+            value, lower_bound = quantile(q, counts)
+            row[f"{time}_{name}_s"] = _round(value, 1)
+            if lower_bound:
+                row[f"{time}_{name}_at_least"] = True
+    row["first_response_deadline_met"] = _round(
+        _ratio(get("first_response_deadlines_met", 0), get("first_response_deadlines_known", 0))
+    )
+    row["resolution_deadline_met"] = _round(
+        _ratio(get("resolution_deadlines_met", 0), get("resolution_deadlines_known", 0))
+    )
+    row["reopen_rate"] = _round(_ratio(get("reopened", 0), get("resolved", 0)))
+    row["escalation_rate"] = _round(_ratio(get("escalated", 0), get("cases", 0)))
+    surveyed, answered = get("surveys_sent", 0), get("answered", 0)
+    row["survey_response_rate"] = _round(_ratio(answered, surveyed))
+    row["csat_mean"] = _round(_ratio(get("csat_sum", 0), answered), 3)
+    row["csat_distribution"] = {
+        str(score): _round(_ratio(get(f"csat_{score}", 0), answered)) for score in CSAT_SCORES
+    }
+    row["satisfaction_index"] = _round(
+        _ratio(100 * get("perceived_sum", 0), get("expected_sum", 0)), 1
+    )
+    for verdict in ("delighted", "satisfied", "dissatisfied"):
+        row[verdict] = _round(_ratio(get(verdict, 0), surveyed))
+    row["no_response"] = _round(_ratio(surveyed - answered, surveyed))
+    return row

@@ -1,0 +1,35 @@
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.auth import ApiKeySettings
+from shared.credentials import refuse_known_secrets
+from shared.settings import ServiceSettings
+
+
+class InsightsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSELOOP_INSIGHTS_", extra="ignore", hide_input_in_errors=True
+    )
+
+    http_port: int = 8004
+    api_keys: ApiKeySettings = Field(
+        default_factory=dict,
+        description='Clients of the reports API (JSON): name -> key, or -> {"key": ..., '
+        '"scopes": ["read"]}; every route only reads. Keys of 16 characters or more. '
+        "None: the API refuses every request (the projection goes on).",
+    )
+    pending_sweep_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each copy adds rollup deltas that a stopped copy left pending",
+    )
+    max_report_days: int = Field(
+        default=400, ge=1, le=3_660, description="Longest period of one report, in days"
+    )
+
+    @model_validator(mode="after")
+    def _no_published_secrets(self) -> Self:
+        refuse_known_secrets(self)
+        return self

@@ -1,0 +1,264 @@
+"""insights' MongoDB collections: the projection of each case and the daily rollups.
+
+``insights_cases`` holds one document per case: its facts (``CaseFacts``, folded from
+every event of the case), the fields reports filter and sort on, a revision, and the
+rollup deltas not yet added. ``insights_daily`` holds one document per day and
+combination of dimensions with the sums of the measures of the cases opened that day.
+
+A case's facts and the deltas they cause are written in one update (against the revision
+they were folded from); each delta is then added to its rollup once: the rollup keeps the
+ids of the deltas it took (the latest ones), and a delta whose id it has is not added
+again. A service killed between the two steps leaves the delta pending in the case's
+document; the next event of that case, or the sweep, adds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, fold, rollup_delta
+from shared.db import Document
+from shared.envelope import Event
+
+CASES = "insights_cases"
+DAILY = "insights_daily"
+# Deltas a rollup remembers having added: far more than can be pending at once.
+REMEMBERED_DELTAS = 2_000
+FOLD_ATTEMPTS = 20
+
+
+class CaseKeptChanging(Exception):
+    """Another copy changed the case every time this one tried."""
+
+
+@dataclass(frozen=True)
+class Page:
+    cases: list[Document]
+    next_cursor: str | None
+
+
+def rollup_id(day: date, dims: Mapping[str, str]) -> str:
+    key = json.dumps([day.isoformat(), [dims[d] for d in DIMENSIONS]], ensure_ascii=False)
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+class InsightsStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.cases: AsyncCollection[Document] = db[CASES]
+        self.daily: AsyncCollection[Document] = db[DAILY]
+
+    async def ensure_indexes(self) -> None:
+        await self.cases.create_index([("opened_at", ASCENDING), ("_id", ASCENDING)])
+        await self.cases.create_index([("pending_since", ASCENDING)], sparse=True)
+        for dimension in DIMENSIONS:
+            await self.daily.create_index([(dimension, ASCENDING), ("day", ASCENDING)])
+        await self.daily.create_index([("day", ASCENDING)])
+
+    # --- the projection --------------------------------------------------------------
+
+    async def apply(self, event: Event[Any], case_id: str, now: datetime) -> bool:
+        """Fold ``event`` into its case and add what changes to the rollups. False when
+        the case had it already (a redelivery)."""
+        for _ in range(FOLD_ATTEMPTS):
+            doc = await self.cases.find_one({"_id": case_id})
+            before = CaseFacts.model_validate(doc["facts"]) if doc else None
+            if before is not None and event.id in before.applied:
+                await self.settle(doc)  # a delta left pending by a stop is added now
+                return False
+            after = fold(before, event)
+            deltas = [
+                {"id": f"{event.id}/{i}", "day": d.isoformat(), "dims": dims, "measures": m}
+                for i, (d, dims, m) in enumerate(rollup_delta(before, after))
+            ]
+            written = await self._write(case_id, doc, after, deltas, now)
+            if written is not None:
+                await self.settle(written)
+                return True
+        raise CaseKeptChanging(case_id)
+
+    async def _write(
+        self,
+        case_id: str,
+        doc: Document | None,
+        facts: CaseFacts,
+        deltas: list[Document],
+        now: datetime,
+    ) -> Document | None:
+        fields = _query_fields(facts)
+        pending = [*(doc or {}).get("pending", []), *deltas]
+        update: Document = {
+            "facts": facts.model_dump(mode="json"),
+            **fields,
+            "pending": pending,
+            "pending_since": (doc or {}).get("pending_since") or now if pending else None,
+            "updated_at": now,
+        }
+        if doc is None:
+            try:
+                await self.cases.insert_one({"_id": case_id, "revision": 1, **update})
+            except DuplicateKeyError:
+                return None  # another copy created it meanwhile: fold again
+            return {"_id": case_id, "revision": 1, **update}
+        written: Document | None = await self.cases.find_one_and_update(
+            {"_id": case_id, "revision": doc["revision"]},
+            {"$set": update, "$inc": {"revision": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return written
+
+    async def settle(self, doc: Document | None) -> None:
+        """Add the case's pending deltas to their rollups, each once, then drop them."""
+        if not doc or not doc.get("pending"):
+            return
+        for delta in doc["pending"]:
+            await self._add(delta)
+        ids = [delta["id"] for delta in doc["pending"]]
+        await self.cases.update_one(
+            {"_id": doc["_id"]}, {"$pull": {"pending": {"id": {"$in": ids}}}}
+        )
+        await self.cases.update_one(
+            {"_id": doc["_id"], "pending": {"$size": 0}}, {"$set": {"pending_since": None}}
+        )
+
+    async def _add(self, delta: Document) -> None:
+        day = date.fromisoformat(delta["day"])
+        key = rollup_id(day, delta["dims"])
+        # The rollup exists and has this delta already: the insert of the upsert collides.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.daily.update_one(
+                {"_id": key, "deltas": {"$ne": delta["id"]}},
+                {
+                    "$inc": delta["measures"],
+                    "$push": {"deltas": {"$each": [delta["id"]], "$slice": -REMEMBERED_DELTAS}},
+                    "$setOnInsert": {"day": _start_of(day), **delta["dims"]},
+                },
+                upsert=True,
+            )
+
+    async def settle_pending(self, older_than: datetime, limit: int = 500) -> int:
+        """The sweep: add deltas that a stopped copy left pending. Returns the cases done."""
+        done = 0
+        async for doc in self.cases.find(
+            {"pending_since": {"$ne": None, "$lt": older_than}}, limit=limit
+        ):
+            await self.settle(doc)
+            done += 1
+        return done
+
+    async def facts(self, case_id: str) -> CaseFacts | None:
+        doc = await self.cases.find_one({"_id": case_id}, {"facts": True})
+        return CaseFacts.model_validate(doc["facts"]) if doc else None
+
+    async def clear(self) -> None:
+        """Forget every projection and rollup (before a rebuild from the topics)."""
+        await self.cases.delete_many({})
+        await self.daily.delete_many({})
+
+    # --- reports ---------------------------------------------------------------------
+
+    async def rollups(
+        self, start: date, end: date, filters: Mapping[str, Sequence[str]], by: str | None
+    ) -> dict[str, dict[str, float]]:
+        """Sums of every measure per value of ``by`` (or ``"all"``) over the days from
+        ``start`` to ``end`` (exclusive), among rollups matching ``filters``."""
+        match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
+        for dimension, values in filters.items():
+            match[dimension] = {"$in": list(values)}
+        totals: dict[str, dict[str, float]] = {}
+        async for doc in self.daily.find(match, {"deltas": False}):
+            group = str(doc.get(by, "none")) if by else "all"
+            sums = totals.setdefault(group, {})
+            for name, value in doc.items():
+                if name in ("_id", "day") or name in DIMENSIONS:
+                    continue
+                if isinstance(value, int | float):
+                    sums[name] = sums.get(name, 0.0) + value
+        return totals
+
+    async def case_page(
+        self,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, Sequence[str]],
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> Page:
+        """Cases opened from ``start`` to ``end``, by opening time then id, from after the
+        cursor ``after``: keyset pagination, the same cost on every page."""
+        match: Document = {"opened_at": {"$gte": start, "$lt": end}}
+        for dimension, values in filters.items():
+            match[f"dims.{dimension}"] = {"$in": list(values)}
+        if after is not None:
+            at, case_id = after
+            match["$or"] = [
+                {"opened_at": {"$gt": at}},
+                {"opened_at": at, "_id": {"$gt": case_id}},
+            ]
+            match["opened_at"] = {"$gte": max(start, at), "$lt": end}
+        docs = [
+            doc
+            async for doc in self.cases.find(match, {"facts": True, "opened_at": True})
+            .sort([("opened_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit + 1)
+        ]
+        more = len(docs) > limit
+        docs = docs[:limit]
+        cursor = None
+        if more and docs:
+            last = docs[-1]
+            cursor = encode_cursor(last["opened_at"], last["_id"])
+        return Page(cases=[doc["facts"] for doc in docs], next_cursor=cursor)
+
+    async def stream_cases(
+        self, start: datetime, end: datetime, filters: Mapping[str, Sequence[str]]
+    ) -> AsyncIterator[Document]:
+        """Every matching case's facts, by opening time, read in batches."""
+        match: Document = {"opened_at": {"$gte": start, "$lt": end}}
+        for dimension, values in filters.items():
+            match[f"dims.{dimension}"] = {"$in": list(values)}
+        async for doc in self.cases.find(match, {"facts": True}, batch_size=500).sort(
+            [("opened_at", ASCENDING), ("_id", ASCENDING)]
+        ):
+            yield doc["facts"]
+
+    async def latest_opened(self) -> datetime | None:
+        doc = await self.cases.find_one(
+            {"opened_at": {"$ne": None}}, {"opened_at": True}, sort=[("opened_at", DESCENDING)]
+        )
+        return doc["opened_at"] if doc else None
+
+
+def _query_fields(facts: CaseFacts) -> Document:
+    day = day_of(facts)
+    return {
+        "opened_at": facts.opened_at,
+        "day": _start_of(day) if day else None,
+        "dims": dimensions(facts),
+    }
+
+
+def encode_cursor(opened_at: datetime, case_id: str) -> str:
+    return f"{opened_at.astimezone(UTC).isoformat()}|{case_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (opening time, case id) a cursor stands for; ValueError if it is not one."""
+    at, sep, case_id = cursor.partition("|")
+    if not sep or not case_id:
+        raise ValueError("not a cursor of this report")
+    return datetime.fromisoformat(at).astimezone(UTC), case_id
