@@ -4,6 +4,7 @@ closeloop dlq list|show|replay     inspect and replay dead-letter topics
 closeloop replay                   re-feed events from a topic range or a JSON-lines file
 closeloop loadgen                  post realistic feedback to intake at a steady rate
 closeloop stack up|down|status     the local stack that `make run` uses
+closeloop insights rebuild         rebuild insights' projection and rollups from the topics
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,12 +26,22 @@ from typing import Annotated, Any
 import httpx
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pymongo import AsyncMongoClient
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.insights.handlers import EVENT_NAMES as INSIGHTS_EVENTS
+from services.insights.store import InsightsStore
 from shared import devstack
-from shared.contracts import EVENT_MODELS, Topic, dlq_topic, parse_event_type
+from shared.contracts import (
+    EVENT_MODELS,
+    CaseEvent,
+    CaseRouted,
+    Topic,
+    dlq_topic,
+    parse_event_type,
+)
 from shared.envelope import Event, PoisonMessage, from_record, to_record
 from shared.kafka import DLQ_HEADER_PREFIX
 from shared.loadgen import LoadResult, run_load
@@ -40,10 +51,12 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
 stack_app = typer.Typer(
-    help="The local stack (broker, database, four services).", no_args_is_help=True
+    help="The local stack (broker, database, five services).", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(stack_app, name="stack")
+insights_app = typer.Typer(help="insights' projection and rollups.", no_args_is_help=True)
+app.add_typer(insights_app, name="insights")
 console = Console()
 
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{devstack.StackSettings().kafka_port}"
@@ -421,6 +434,97 @@ def loadgen(
     console.print(summary(result))
     if result.accepted < result.sent:
         raise typer.Exit(1)
+
+
+# --- insights -----------------------------------------------------------------------
+
+
+@dataclass
+class RebuildResult:
+    read: int = 0
+    folded: int = 0
+    skipped: int = 0
+
+
+async def rebuild_insights(
+    bootstrap: str,
+    store: InsightsStore,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> RebuildResult:
+    """Forget insights' projection and rollups and fold every event still on case.routed
+    and case.lifecycle again, from the beginning of each partition to its end now.
+    Messages that are not closeloop events are skipped (they are in the DLQ already)."""
+    await store.clear()
+    result = RebuildResult()
+    ranges = []
+    for topic in (Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE):
+        async with assigned(bootstrap, topic.value) as (consumer, tps):
+            if tps:
+                ranges.append(
+                    (topic, await consumer.beginning_offsets(tps), await consumer.end_offsets(tps))
+                )
+    total = sum(end[tp] - start[tp] for _, start, end in ranges for tp in end)
+    on_progress(0, total)
+    for topic, start, end in ranges:
+        async with assigned(bootstrap, topic.value) as (consumer, tps):
+            async for record in read_range(consumer, tps, start, end):
+                result.read += 1
+                try:
+                    event = from_record(record.key, record.value, record.headers)
+                except PoisonMessage:
+                    result.skipped += 1
+                else:
+                    data = event.data
+                    if event.name in INSIGHTS_EVENTS and isinstance(data, CaseRouted | CaseEvent):
+                        await store.apply(event, data.case_id, datetime.now(UTC))
+                        result.folded += 1
+                    else:
+                        result.skipped += 1
+                on_progress(result.read, total)
+    return result
+
+
+@insights_app.command("rebuild")
+def insights_rebuild(
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
+    mongo_url: Annotated[
+        str, typer.Option(envvar="CLOSELOOP_INSIGHTS_MONGO_URL", help="insights' MongoDB")
+    ] = devstack.mongo_url(devstack.StackSettings().mongo_port),
+    database: Annotated[
+        str, typer.Option(envvar="CLOSELOOP_INSIGHTS_MONGO_DATABASE", help="Its database")
+    ] = "closeloop",
+) -> None:
+    """Rebuild insights' projection of every case and its daily rollups from the topics
+    (after a change to how facts are folded, or a lost database). Folding is idempotent:
+    a running insights service may go on meanwhile. The topics' retention bounds what
+    can be rebuilt."""
+
+    async def run() -> RebuildResult:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+        try:
+            with Progress(
+                TextColumn("rebuilding"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} events"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("rebuild", total=None)
+                store = InsightsStore(client[database])
+                await store.ensure_indexes()
+                return await rebuild_insights(
+                    bootstrap,
+                    store,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+        finally:
+            await client.close()
+
+    result = asyncio.run(run())
+    console.print(
+        f"rebuilt: {result.folded} events folded, {result.skipped} skipped "
+        f"(not events of a case), {result.read} read"
+    )
 
 
 # --- stack --------------------------------------------------------------------------

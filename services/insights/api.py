@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.insights.reports import figures
+from services.insights.reports import Interval, figures, interval_start, trend
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore, decode_cursor
 from shared.auth import api_client
@@ -137,6 +137,31 @@ async def summary(
         answer["by"] = by
         answer["groups"] = sorted(rows, key=lambda row: (-row["cases"], str(row[by])))
     return answer
+
+
+@router.get(
+    "/trend",
+    summary="The figures per day or week, with what rose enough to matter",
+    description="One row per interval (weeks start on Monday), each with the change of its "
+    "case count against the interval before and `rising`: the figures whose rise matters "
+    "(a case count up 30% and by at least 5 cases; a reopen, escalation or dissatisfied "
+    "rate up 5 points with at least 5 cases). docs/insights.md.",
+)
+async def trend_report(
+    request: Request,
+    p: PeriodQuery,
+    f: FiltersQuery,
+    interval: Annotated[Interval, Query()] = "day",
+) -> dict[str, Any]:
+    step = timedelta(days=7 if interval == "week" else 1)
+    first = interval_start(p.start, interval) - step  # the interval compared with the first
+    sums = await _store(request).rollups_per_day(first, p.end + timedelta(days=1), f)
+    return {
+        **p.model_dump(by_alias=True, mode="json"),
+        "filters": f,
+        "interval": interval,
+        "rows": trend(sums, p.start, p.end, interval),
+    }
 
 
 @router.get(

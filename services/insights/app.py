@@ -7,12 +7,13 @@ import logging
 from datetime import timedelta
 
 from services.insights.api import router as api_router
-from services.insights.handlers import TOPICS, make_handlers
+from services.insights.handlers import make_handlers
 from services.insights.metrics import LAST_OPENED, PENDING_SETTLED
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
 from shared.auth import Gate
 from shared.clock import utcnow
+from shared.contracts import Topic
 from shared.kafka import sleep_unless
 from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
@@ -58,6 +59,6 @@ def build(settings: InsightsSettings | None = None) -> Service:
             await sleep_unless(stop, settings.pending_sweep_s)
 
     service.on_startup(prepare)
-    service.consume([topic.value for topic in TOPICS], make_handlers(store))
+    service.consume([Topic.CASE_ROUTED.value, Topic.CASE_LIFECYCLE.value], make_handlers(store))
     service.job(sweep)
     return service

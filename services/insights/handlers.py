@@ -9,12 +9,12 @@ from typing import Any
 from services.insights.metrics import EVENTS_FOLDED
 from services.insights.store import InsightsStore
 from shared.clock import utcnow
-from shared.contracts import EVENT_MODELS, CaseEvent, CaseRouted, Topic
+from shared.contracts import EVENT_MODELS, CaseEvent, CaseRouted
 from shared.envelope import Event
 from shared.kafka import Handler
 
-# What insights reads: the opening of each case and everything that happens to it.
-TOPICS = (Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE)
+# What insights reads (case.routed and case.lifecycle): the opening of each case and
+# everything that happens to it.
 EVENT_NAMES = tuple(
     name
     for name, model in EVENT_MODELS.items()

@@ -11,7 +11,22 @@ bucket's lower edge (a lower bound, flagged).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import date, timedelta
+from typing import Any, Literal
+
+Interval = Literal["day", "week"]
+# A rise matters when the figure grew by at least this share and, for counts, by at
+# least MIN_RISE_CASES cases: a small number moving from 2 to 3 is noise.
+RISE_SHARE = 0.30
+MIN_RISE_CASES = 5
+# The figures whose rise is bad news, and how each is compared: counts by their share
+# of growth, rates by their difference in points (0.05 = 5 points).
+RISES: dict[str, tuple[str, float]] = {
+    "cases": ("count", RISE_SHARE),
+    "reopen_rate": ("rate", 0.05),
+    "escalation_rate": ("rate", 0.05),
+    "dissatisfied": ("rate", 0.05),
+}
 
 # Upper edges, in seconds: 5, 15 and 30 minutes, 1, 2, 4 and 8 hours, 1, 2, 3 and 7 days.
 TIME_BUCKETS_S: tuple[float, ...] = (
@@ -113,3 +128,63 @@ def figures(sums: Mapping[str, float]) -> dict[str, Any]:
         row[verdict] = _round(_ratio(get(verdict, 0), surveyed))
     row["no_response"] = _round(_ratio(surveyed - answered, surveyed))
     return row
+
+
+def interval_start(day: date, interval: Interval) -> date:
+    """The first day of the interval ``day`` is in (weeks start on Monday)."""
+    return day - timedelta(days=day.weekday()) if interval == "week" else day
+
+
+def _add(into: dict[str, float], sums: Mapping[str, float]) -> None:
+    for name, value in sums.items():
+        into[name] = into.get(name, 0.0) + value
+
+
+def rising(current: Mapping[str, Any], previous: Mapping[str, Any]) -> list[str]:
+    """The figures of :data:`RISES` that rose enough to matter from ``previous``: a count
+    by at least :data:`RISE_SHARE` and :data:`MIN_RISE_CASES`, a rate by its points."""
+    found = []
+    for name, (kind, threshold) in RISES.items():
+        now, before = current.get(name), previous.get(name)
+        if now is None or before is None:
+            continue
+        if kind == "count":
+            if now - before >= MIN_RISE_CASES and now >= before * (1 + threshold):
+                found.append(name)
+        elif now - before >= threshold and current.get("cases", 0) >= MIN_RISE_CASES:
+            found.append(name)
+    return found
+
+
+def trend(
+    sums_by_day: Mapping[date, Mapping[str, float]],
+    start: date,
+    end: date,
+    interval: Interval,
+) -> list[dict[str, Any]]:
+    """The figures per interval from ``start``'s interval to ``end``'s (both days
+    included), each with the change of its case count against the interval before it
+    and the figures that rose enough to matter. ``sums_by_day`` must also hold the days
+    of the interval before the first, for its comparison."""
+    step = timedelta(days=7 if interval == "week" else 1)
+    first = interval_start(start, interval)
+    buckets: dict[date, dict[str, float]] = {}
+    for day, sums in sums_by_day.items():
+        _add(buckets.setdefault(interval_start(day, interval), {}), sums)
+    rows = []
+    previous = figures(buckets.get(first - step, {}))
+    at = first
+    while at <= end:
+        current = figures(buckets.get(at, {}))
+        before = previous["cases"]
+        rows.append(
+            {
+                "start": at.isoformat(),
+                **current,
+                "cases_change": round((current["cases"] - before) / before, 4) if before else None,
+                "rising": rising(current, previous),
+            }
+        )
+        previous = current
+        at += step
+    return rows

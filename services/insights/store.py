@@ -190,6 +190,21 @@ class InsightsStore:
                     sums[name] = sums.get(name, 0.0) + value
         return totals
 
+    async def rollups_per_day(
+        self, start: date, end: date, filters: Mapping[str, Sequence[str]]
+    ) -> dict[date, dict[str, float]]:
+        """Sums of every measure per day from ``start`` to ``end`` (exclusive)."""
+        match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
+        for dimension, values in filters.items():
+            match[dimension] = {"$in": list(values)}
+        totals: dict[date, dict[str, float]] = {}
+        async for doc in self.daily.find(match, {"deltas": False}):
+            sums = totals.setdefault(doc["day"].date(), {})
+            for name, value in doc.items():
+                if name not in ("_id", "day") and name not in DIMENSIONS:
+                    sums[name] = sums.get(name, 0.0) + value
+        return totals
+
     async def case_page(
         self,
         start: datetime,

@@ -16,10 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo import AsyncMongoClient
 
 from services.insights.app import build
 from services.insights.settings import InsightsSettings
+from services.insights.store import InsightsStore
 from shared import devstack
+from shared.cli import rebuild_insights
 from shared.contracts import (
     CaseClosed,
     CaseEscalated,
@@ -55,8 +58,12 @@ def settings_for(infra: Infra) -> InsightsSettings:
 
 
 @pytest.fixture(scope="module")
-async def insights(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(infra)
+def settings(infra: Infra) -> InsightsSettings:
+    return settings_for(infra)
+
+
+@pytest.fixture(scope="module")
+async def insights(settings: InsightsSettings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         running(build(settings)),
         httpx.AsyncClient(
@@ -229,6 +236,18 @@ async def test_three_cases_give_the_figures_computed_by_hand_and_a_redelivery_ch
     assert again["total"] == EXPECTED
     assert again["groups"] == [{"priority": "P3", **EXPECTED}]
 
+    period = {"from": "2025-06-09", "to": "2025-06-10", "team": team}
+    trend = (await insights.get("/v1/reports/trend", params=period)).json()
+    assert [row["start"] for row in trend["rows"]] == ["2025-06-09", "2025-06-10"]
+    assert trend["rows"][1] == {
+        "start": "2025-06-10",
+        **EXPECTED,
+        "cases_change": None,
+        "rising": [],
+    }
+    weekly = await insights.get("/v1/reports/trend", params={**period, "interval": "week"})
+    assert [(row["start"], row["cases"]) for row in weekly.json()["rows"]] == [("2025-06-09", 3)]
+
 
 async def _more(http: httpx.AsyncClient, count: float) -> bool:
     return await folded(http, "duplicate") >= count
@@ -280,3 +299,36 @@ async def test_reports_need_a_key_and_refuse_a_bad_period(insights: httpx.AsyncC
     assert backwards.status_code == 422
     bad_cursor = await insights.get("/v1/reports/cases", params={"cursor": "nonsense"})
     assert bad_cursor.status_code == 422
+
+
+async def test_a_rebuild_from_the_topics_gives_the_same_rollups(
+    infra: Infra, insights: httpx.AsyncClient, settings: InsightsSettings
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    _, events = three_cases(team)
+    await produce(infra.bootstrap, events)
+
+    async def settled() -> bool:
+        return bool((await summary(insights, team))["total"] == EXPECTED)
+
+    await eventually(settled)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url, tz_aware=True)
+    try:
+        live = InsightsStore(client[settings.mongo_database])
+        rebuilt = InsightsStore(client[f"rebuilt_{uuid.uuid4().hex[:12]}"])
+        await rebuilt.ensure_indexes()
+        progress: list[tuple[int, int]] = []
+        result = await rebuild_insights(
+            infra.bootstrap, rebuilt, lambda done, total: progress.append((done, total))
+        )
+        day, next_day = DAY.date(), DAY.date() + timedelta(days=1)
+        filters = {"team": [team]}
+        assert await rebuilt.rollups(day, next_day, filters, "priority") == await live.rollups(
+            day, next_day, filters, "priority"
+        )
+        assert result.folded >= len(events)
+        assert progress[-1] == (result.read, result.read)
+        case_id = events[0].data.case_id
+        assert await rebuilt.facts(case_id) == await live.facts(case_id)
+    finally:
+        await client.close()

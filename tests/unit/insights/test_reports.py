@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from datetime import date
 
 import pytest
 
@@ -12,8 +13,11 @@ from services.insights.reports import (
     TIME_BUCKETS_S,
     bucket_of,
     figures,
+    interval_start,
     quantile,
+    rising,
     time_buckets,
+    trend,
 )
 
 OPEN = len(TIME_BUCKETS_S)
@@ -78,3 +82,39 @@ def test_the_api_offers_every_dimension_as_a_filter_a_grouping_and_a_column() ->
     assert typing.get_args(Dimension) == DIMENSIONS
     assert set(typing.get_type_hints(filters, include_extras=True)) - {"return"} == set(DIMENSIONS)
     assert set(DIMENSIONS) <= set(CSV_COLUMNS)
+
+
+def test_weeks_start_on_monday() -> None:
+    assert interval_start(date(2026, 12, 2), "week") == date(2026, 11, 30)  # a Wednesday
+    assert interval_start(date(2026, 12, 2), "day") == date(2026, 12, 2)
+
+
+def test_a_trend_compares_each_interval_with_the_one_before_and_flags_what_matters() -> None:
+    def day(cases: int, reopened: int = 0, resolved: int = 0) -> dict[str, float]:
+        return {"cases": cases, "reopened": reopened, "resolved": resolved}
+
+    sums = {
+        date(2026, 11, 23): day(10),  # the week before the first: compared with
+        date(2026, 11, 30): day(8, resolved=10),
+        date(2026, 12, 2): day(6, reopened=1),
+        date(2026, 12, 7): day(20, reopened=4, resolved=10),
+    }
+    rows = trend(sums, date(2026, 12, 1), date(2026, 12, 8), "week")
+    assert [row["start"] for row in rows] == ["2026-11-30", "2026-12-07"]
+    assert [row["cases"] for row in rows] == [14, 20]
+    # 10 to 14 is 40% but only 4 more cases: not a rise.
+    assert rows[0]["cases_change"] == 0.4 and rows[0]["rising"] == []
+    # 14 to 20 is 43% and 6 more cases: a rise; the reopen rate 0.1 to 0.4 too.
+    assert rows[1]["rising"] == ["cases", "reopen_rate"]
+
+
+def test_a_small_count_moving_is_not_a_rise() -> None:
+    assert rising({"cases": 3}, {"cases": 1}) == []
+    assert rising({"cases": 9}, {"cases": 7}) == []  # +2 only
+    assert rising({"cases": 12}, {"cases": 7}) == ["cases"]
+    assert rising({"cases": 12}, {"cases": 10}) == []  # +5 but 20%
+    rows = trend({}, date(2026, 12, 1), date(2026, 12, 2), "day")
+    assert [(row["cases"], row["cases_change"], row["rising"]) for row in rows] == [
+        (0, None, []),
+        (0, None, []),
+    ]
