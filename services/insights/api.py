@@ -17,10 +17,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from services.insights.reports import Interval, figures, interval_start, trend
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore, decode_cursor
+from services.insights.top_issues import MAX_TEXTS, Complaint, top_issues
 from shared.auth import api_client
 from shared.clock import utcnow
 from shared.http import PROBLEM_JSON
@@ -162,6 +164,52 @@ async def trend_report(
         "interval": interval,
         "rows": trend(sums, p.start, p.end, interval),
     }
+
+
+@router.get(
+    "/top-issues",
+    summary="What exactly customers complain about, per cause, this period",
+    description="Within each root cause, groups of similar complaints (by their words and "
+    "Chinese character pairs), largest first, each with its top terms, its size, how many "
+    "of the previous period's complaints (as long, just before) are nearest to it, and "
+    "example case ids. The most recent 2,000 complaints of a cause are compared.",
+)
+async def top_issues_report(
+    request: Request,
+    p: PeriodQuery,
+    f: FiltersQuery,
+    limit: Annotated[int, Query(ge=1, le=50, description="Groups per cause")] = 10,
+) -> dict[str, Any]:
+    start, end = _bounds(p)
+    before = start - (end - start)
+    store = _store(request)
+    current = await store.texts(start, end, f, MAX_TEXTS)
+    previous = await store.texts(before, start, f, MAX_TEXTS)
+    causes = []
+    for cause, texts in sorted(current.items(), key=lambda item: (-len(item[1]), item[0])):
+        found = await run_in_threadpool(
+            top_issues,
+            [Complaint(*text) for text in texts],
+            [Complaint(*text) for text in previous.get(cause, [])],
+            limit=limit,
+        )
+        causes.append(
+            {
+                "root_cause": cause,
+                "complaints": len(texts),
+                "issues": [
+                    {
+                        "terms": issue.terms,
+                        "count": issue.count,
+                        "previous": issue.previous,
+                        "change": issue.change,
+                        "case_ids": issue.case_ids,
+                    }
+                    for issue in found
+                ],
+            }
+        )
+    return {**p.model_dump(by_alias=True, mode="json"), "filters": f, "causes": causes}
 
 
 @router.get(

@@ -251,6 +251,24 @@ class InsightsStore:
         ):
             yield doc["facts"]
 
+    async def texts(
+        self, start: datetime, end: datetime, filters: Mapping[str, Sequence[str]], most: int
+    ) -> dict[str, list[tuple[str, str]]]:
+        """(case id, text) of the cases opened from ``start`` to ``end`` per root cause,
+        the ``most`` most recent of each."""
+        match: Document = {"opened_at": {"$gte": start, "$lt": end}}
+        for dimension, values in filters.items():
+            match[f"dims.{dimension}"] = {"$in": list(values)}
+        out: dict[str, list[tuple[str, str]]] = {}
+        fields = {"facts.text": True, "dims.root_cause": True}
+        async for doc in self.cases.find(match, fields, batch_size=1_000).sort(
+            [("opened_at", DESCENDING), ("_id", ASCENDING)]
+        ):
+            texts = out.setdefault(doc["dims"]["root_cause"], [])
+            if len(texts) < most and doc["facts"].get("text"):
+                texts.append((doc["_id"], doc["facts"]["text"]))
+        return out
+
     async def latest_opened(self) -> datetime | None:
         doc = await self.cases.find_one(
             {"opened_at": {"$ne": None}}, {"opened_at": True}, sort=[("opened_at", DESCENDING)]

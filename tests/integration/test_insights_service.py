@@ -277,6 +277,11 @@ async def test_the_cases_behind_a_figure_come_page_by_page_and_as_csv(
     ids = [case["case_id"] for case in first["cases"] + second["cases"]]
     assert ids == [case.case_id for case in cases]  # by opening time
 
+    top = (await insights.get("/v1/reports/top-issues", params=params)).json()
+    assert [(c["root_cause"], c["complaints"]) for c in top["causes"]] == [("delivery", 3)]
+    for issue in top["causes"][0]["issues"]:
+        assert set(issue["case_ids"]) <= set(ids) and issue["count"] >= 2
+
     response = await insights.get("/v1/reports/cases.csv", params=params)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
