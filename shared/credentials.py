@@ -23,6 +23,7 @@ FOLLOWUP_DEV_SURVEY_SECRET = "local-dev-followup-survey-link-secret"
 INTAKE_DEV_API_KEY = "local-dev-intake-key"
 ROUTER_DEV_API_KEY = "local-dev-router-workforce-key"
 ROUTER_DEV_READ_API_KEY = "local-dev-router-dashboard-key"
+INSIGHTS_DEV_API_KEY = "local-dev-insights-reports-key"
 
 LOCAL_STACK = "the local stack's (shared/devstack.py), published with the code"
 LOCAL_PREFIX = "local-dev-"
@@ -34,8 +35,10 @@ KNOWN_SECRETS: dict[str, str] = {
     INTAKE_DEV_API_KEY: LOCAL_STACK,
     ROUTER_DEV_API_KEY: LOCAL_STACK,
     ROUTER_DEV_READ_API_KEY: LOCAL_STACK,
+    INSIGHTS_DEV_API_KEY: LOCAL_STACK,
     "replace-with-a-random-key": "a placeholder of deploy/secrets/*.env.example",
     "replace-with-another-random-key": "a placeholder of deploy/secrets/router.env.example",
+    "replace-with-a-random-insights-key": "the placeholder of deploy/secrets/insights.env.example",
     "the-previous-secret": "the placeholder of deploy/secrets/followup.env.example",
     "PASSWORD": "the placeholder of deploy/secrets/mongodb.env.example",
 }

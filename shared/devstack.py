@@ -1,5 +1,5 @@
 """The local stack: a Kafka-protocol broker (Tansu), a MongoDB-wire server
-(SecantusDB) and the four services, as child processes on 127.0.0.1.
+(SecantusDB) and the five services, as child processes on 127.0.0.1.
 
 Development and tests only. The servers come from the ``localstack`` dependency group
 and run as separate processes; the product never imports them.
@@ -35,7 +35,7 @@ from rich.console import Console
 from shared import credentials
 from shared.contracts import Topic, dlq_topic
 
-SERVICES = ("intake", "classifier", "router", "followup")
+SERVICES = ("intake", "classifier", "router", "followup", "insights")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,6 +52,7 @@ class StackSettings(BaseSettings):
     classifier_port: int = 8001
     router_port: int = 8002
     followup_port: int = 8003
+    insights_port: int = 8004
     public_url: str = "http://127.0.0.1:8003"
     service_logs_to_files: bool = False
     restart_initial_s: float = Field(
@@ -233,6 +234,8 @@ FOLLOWUP_DEV_SURVEY_SECRET = credentials.FOLLOWUP_DEV_SURVEY_SECRET
 # The router's API: a key that may read and write, and a dashboard's that may only read.
 ROUTER_DEV_API_KEY = credentials.ROUTER_DEV_API_KEY
 ROUTER_DEV_READ_API_KEY = credentials.ROUTER_DEV_READ_API_KEY
+# The reports API of insights (every route only reads).
+INSIGHTS_DEV_API_KEY = credentials.INSIGHTS_DEV_API_KEY
 # The API key of intake's "development" integration (services/intake/integrations.yaml),
 # passed as CLOSELOOP_INTAKE_DEV_API_KEY; channels send it as X-API-Key.
 INTAKE_DEV_API_KEY = credentials.INTAKE_DEV_API_KEY
@@ -275,6 +278,8 @@ def service_env(
                 "local-dashboard": {"key": ROUTER_DEV_READ_API_KEY, "scopes": ["read"]},
             }
         )
+    if name == "insights":
+        env[f"{prefix}API_KEYS"] = json.dumps({"local-dev": INSIGHTS_DEV_API_KEY})
     if name == "intake":
         env[f"{prefix}DEV_API_KEY"] = INTAKE_DEV_API_KEY
     env.update(extra or {})
@@ -417,6 +422,7 @@ CONSUMER_GROUPS: dict[str, tuple[Topic, ...]] = {
     "closeloop-classifier": (Topic.FEEDBACK_RECEIVED,),
     "closeloop-router": (Topic.FEEDBACK_CLASSIFIED, Topic.CASE_LIFECYCLE),
     "closeloop-followup": (Topic.CASE_ROUTED,),
+    "closeloop-insights": (Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE),
 }
 
 
@@ -497,6 +503,7 @@ class Stack:
             "classifier": s.classifier_port,
             "router": s.router_port,
             "followup": s.followup_port,
+            "insights": s.insights_port,
         }
 
     def start(self) -> None:
@@ -614,6 +621,8 @@ def banner(stack: Stack) -> str:
         f"  router API       http://127.0.0.1:{ports['router']}/docs   (GET /v1/teams)",
         f"                   X-API-Key: {ROUTER_DEV_API_KEY}  (read only: "
         f"{ROUTER_DEV_READ_API_KEY})",
+        f"  insights API     http://127.0.0.1:{ports['insights']}/docs   (GET /v1/reports/summary)",
+        f"                   X-API-Key: {INSIGHTS_DEV_API_KEY}",
         f"  kafka            127.0.0.1:{s.kafka_port}",
         f"  topics           {', '.join(t.value for t in Topic)} (and <topic>.dlq)",
         f"  mongodb          {mongo_url(s.mongo_port)}",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shared.settings import ServiceSettings
 
-SERVICES = ("intake", "classifier", "router", "followup")
+SERVICES = ("intake", "classifier", "router", "followup", "insights")
 _MODULE = re.compile(r"^services\.(?P<name>[a-z]+)(\.__main__)?$")
 
 

@@ -26,14 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = {"base": K8S / "base", "production": K8S / "overlays" / "production"}
-SERVICES = ("intake", "classifier", "router", "followup")
-PORTS = {"intake": 8000, "classifier": 8001, "router": 8002, "followup": 8003}
+SERVICES = ("intake", "classifier", "router", "followup", "insights")
+PORTS = {"intake": 8000, "classifier": 8001, "router": 8002, "followup": 8003, "insights": 8004}
 
 # The Secrets the manifests reference, and the example each is created from.
 SECRET_EXAMPLES = {
     "closeloop-intake-secrets": DEPLOY / "secrets" / "intake.env.example",
     "closeloop-followup-secrets": DEPLOY / "secrets" / "followup.env.example",
     "closeloop-router-secrets": DEPLOY / "secrets" / "router.env.example",
+    "closeloop-insights-secrets": DEPLOY / "secrets" / "insights.env.example",
     "closeloop-mongodb": DEPLOY / "secrets" / "mongodb.env.example",
 }
 

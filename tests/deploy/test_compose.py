@@ -26,6 +26,8 @@ from tests.deploy.manifests import DEPLOY, SERVICES
 REQUIRED_VARIABLES = {"GRAFANA_ADMIN_PASSWORD": "a-password"}
 BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 MONGO_MEMBERS = ("mongo-1", "mongo-2", "mongo-3")
+# The services that keep state (or their rate limits) in the replica set.
+DATABASE_USERS = ("intake", "router", "followup", "insights")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_topics_are_created_by_a_one_shot_job_before_any_service_starts(
         assert depends["mongo-init"] == {"condition": "service_completed_successfully"}
 
 
-def test_mongodb_is_a_three_member_replica_set_that_intake_router_and_followup_use(
+def test_mongodb_is_a_three_member_replica_set_that_every_service_but_the_classifier_uses(
     spec: dict[str, Any],
 ) -> None:
     for name in MONGO_MEMBERS:
@@ -116,7 +118,7 @@ def test_mongodb_is_a_three_member_replica_set_that_intake_router_and_followup_u
     assert re.findall(r'host: "([\w-]+):27017"', script) == list(MONGO_MEMBERS)
     init = spec["services"]["mongo-init"]
     assert set(init["depends_on"]) == set(MONGO_MEMBERS)
-    for service in ("intake", "router", "followup"):
+    for service in DATABASE_USERS:
         url = spec["services"][service]["environment"][f"CLOSELOOP_{service.upper()}_MONGO_URL"]
         assert url.startswith("mongodb://" + ",".join(f"{m}:27017" for m in MONGO_MEMBERS) + "/")
         assert "replicaSet=rs0" in url and "w=majority" in url
@@ -198,12 +200,12 @@ def test_secrets_come_from_uncommitted_env_files_with_committed_examples(
             path = DEPLOY / entry["path"]
             assert path.parent == DEPLOY / "secrets", name
             assert path.with_name(path.name + ".example").exists(), name
-    # Required: neither starts without its API keys.
-    for name in ("router", "followup"):
+    # Required: none of them starts without its API keys.
+    for name in ("router", "followup", "insights"):
         assert spec["services"][name]["env_file"] == [{"path": f"./secrets/{name}.env"}]
 
 
-@pytest.mark.parametrize("service", ["intake", "router", "followup"])
+@pytest.mark.parametrize("service", DATABASE_USERS)
 def test_limits_and_seen_signatures_are_kept_where_every_copy_and_restart_sees_them(
     spec: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,3 +270,6 @@ def test_every_published_port_is_bound_to_the_host_s_loopback_by_default(
         if not str(port).startswith("127.0.0.1:")
     }
     assert published == {"intake": "10.0.0.5:8000:8000", "followup": "10.0.0.5:8003:8003"}
+    # Internal services: reached on the compose network only.
+    for name in ("classifier", "router", "insights"):
+        assert "ports" not in spec["services"][name], name

@@ -23,7 +23,10 @@ CONSUMES = {
     "classifier": ["feedback.received"],
     "router": ["feedback.classified", "case.lifecycle"],
     "followup": ["case.routed"],
+    "insights": ["case.routed", "case.lifecycle"],
 }
+# The services that keep state (or their rate limits) in MongoDB.
+DATABASE_USERS = ("intake", "router", "followup", "insights")
 
 
 @pytest.fixture(scope="module", params=list(OVERLAYS))
@@ -52,7 +55,7 @@ def test_every_manifest_file_is_a_valid_kubernetes_object_on_its_own() -> None:
         for doc in manifests.load_all(path):
             kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
             checked += 1
-    assert checked >= 4 * 4 + 2  # four per service, the topic job and the namespace
+    assert checked >= 4 * len(SERVICES) + 2  # four per service, the topic job and the namespace
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -238,7 +241,7 @@ def test_secrets_are_referenced_never_committed(production: list[Doc]) -> None:
         assert f"create secret generic {name}" in deployment_doc, name
 
 
-@pytest.mark.parametrize("service", ["intake", "router", "followup"])
+@pytest.mark.parametrize("service", DATABASE_USERS)
 def test_limits_and_seen_signatures_are_kept_in_the_shared_database(
     production: list[Doc], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -406,21 +409,45 @@ def test_every_pod_of_closeloop_is_isolated_by_a_default_deny(production: list[D
 
 def test_strangers_reach_intake_and_followup_only(production: list[Doc]) -> None:
     """Integrations post to intake and customers open followup's survey page from
-    anywhere; the router's and the classifier's ports are closed to them, even from a
-    neighbour pod in closeloop's own namespace."""
+    anywhere; the router's, insights' and the classifier's ports are closed to them, even
+    from a neighbour pod in closeloop's own namespace."""
     reach = {s: reachable(production, s, namespace={"name": "web"}) for s in SERVICES}
-    assert reach == {"intake": True, "classifier": False, "router": False, "followup": True}
+    assert reach == {
+        "intake": True,
+        "classifier": False,
+        "router": False,
+        "followup": True,
+        "insights": False,
+    }
     assert not reachable(production, "router", same_namespace=True)
+    assert not reachable(production, "insights", same_namespace=True)
 
 
 def test_the_router_takes_only_its_labelled_clients(production: list[Doc]) -> None:
     client = {"closeloop.dev/router-client": "true"}
     assert reachable(production, "router", namespace={"name": "tools"}, pod=client)
     assert not reachable(production, "classifier", namespace={"name": "tools"}, pod=client)
+    assert not reachable(production, "insights", namespace={"name": "tools"}, pod=client)
+
+
+def test_insights_takes_only_its_labelled_clients(production: list[Doc]) -> None:
+    """Dashboards and mailers that read the reports, in any namespace (and closeloop's
+    own); a client of insights is no client of the router or the classifier."""
+    client = {"closeloop.dev/insights-client": "true"}
+    assert reachable(production, "insights", namespace={"name": "dashboards"}, pod=client)
+    assert reachable(production, "insights", same_namespace=True, pod=client)
+    assert not reachable(production, "router", namespace={"name": "dashboards"}, pod=client)
+    assert not reachable(production, "classifier", namespace={"name": "dashboards"}, pod=client)
+    not_client = {"closeloop.dev/insights-client": "false"}
+    assert not reachable(production, "insights", namespace={"name": "dashboards"}, pod=not_client)
 
 
 def test_prometheus_in_the_monitoring_namespace_reaches_every_service(
     production: list[Doc],
 ) -> None:
     monitoring = {"closeloop.dev/monitoring": "true"}
-    assert all(reachable(production, s, namespace=monitoring) for s in SERVICES)
+    assert {s: reachable(production, s, namespace=monitoring) for s in SERVICES} == {
+        s: True for s in SERVICES
+    }
+    assert "insights" in SERVICES
+    assert not reachable(production, "insights", namespace={"closeloop.dev/monitoring": "no"})

@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's package) scraping the four services as processes.
+"""A real Prometheus (Debian's package) scraping the five services as processes.
 
 Prometheus runs with deploy/prometheus/prometheus.yml (only the targets moved to free
 ports, and faster intervals) and the alert rules; the services run against the real

@@ -1,6 +1,6 @@
 """Downstream in other languages: what closeloop writes, read with librdkafka.
 
-The four services run as processes on the real broker and database (as in
+The services run as processes on the real broker and database (as in
 test_pipeline); a complaint goes from intake to a closed case through followup's API,
 another one stays open, and two malformed messages end in feedback.received.dlq. Then
 every topic is read the way a consumer outside closeloop's own Python reads it: with
@@ -51,7 +51,7 @@ from shared.contracts import (
 from tests.e2e import test_pipeline as e2e
 from tests.support import TopicReader
 
-# test_pipeline's fixture, for this module too: the four services as processes.
+# test_pipeline's fixture, for this module too: every service as a process.
 pipeline = e2e.pipeline
 
 TOPICS = [topic.value for topic in Topic]

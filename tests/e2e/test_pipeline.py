@@ -60,7 +60,7 @@ def pipeline(infra: Infra) -> Iterator[Pipeline]:
         for process in processes:
             process.stop()
     # SIGTERM is a clean shutdown: every service exits 0.
-    assert [p.popen.returncode for p in processes] == [0, 0, 0, 0]
+    assert [p.popen.returncode for p in processes] == [0] * len(devstack.SERVICES)
 
 
 @pytest.fixture
@@ -82,6 +82,7 @@ async def wait_ready(http: httpx.AsyncClient, pipeline: Pipeline) -> None:
 # The local stack's intake integration (services/intake/integrations.yaml).
 INTAKE_AUTH = {"X-API-Key": devstack.INTAKE_DEV_API_KEY}
 # Agent tools call followup's case API with the local stack's key.
+INSIGHTS_AUTH = {"X-API-Key": devstack.INSIGHTS_DEV_API_KEY}
 FOLLOWUP_AUTH = {"X-API-Key": devstack.FOLLOWUP_DEV_API_KEY}
 
 
@@ -197,6 +198,23 @@ async def test_a_complaint_travels_to_a_closed_case(
     assert stored["outbox"] == []
     timeline = [entry["event"] for entry in stored["timeline"]]
     assert timeline[-1] == "case.closed"
+
+    # The case, closed, in insights' report of its day and among the cases behind it.
+    insights = pipeline.url("insights")
+    opened = routed.data.feedback.received_at.date().isoformat()
+    period = {"from": opened, "to": opened, "team": "escalations"}
+
+    async def reported() -> dict[str, Any] | None:
+        page = await http.get(f"{insights}/v1/reports/cases", params=period, headers=INSIGHTS_AUTH)
+        rows = [row for row in page.json()["cases"] if row["case_id"] == case_id]
+        return rows[0] if rows and rows[0]["closed_at"] else None
+
+    row = await eventually(reported)
+    assert (row["root_cause"], row["priority"], row["csat"], row["outcome"]) == (
+        "billing", "P1", 5, "satisfied",
+    )  # fmt: skip
+    summary = await http.get(f"{insights}/v1/reports/summary", params=period, headers=INSIGHTS_AUTH)
+    assert summary.json()["total"]["cases"] >= 1
 
 
 async def test_an_unsatisfied_customer_reopens_the_case(
