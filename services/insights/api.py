@@ -1,5 +1,6 @@
 """insights' HTTP API: reports over the cases' projection, every figure leading to its
-cases. Every route only reads and needs an API key (shared/auth.py).
+cases, and the review of each case. Every route needs an API key (shared/auth.py); only
+recording a lesson needs the write scope.
 
 Periods are days in UTC: ``from`` and ``to`` are both included. Filters are the
 dimensions by name, each any number of times (``team=billing&team=logistics``); a report
@@ -14,12 +15,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from services.insights.domain import CaseFacts
 from services.insights.reports import Interval, figures, interval_start, trend
+from services.insights.review import review
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore, decode_cursor
 from services.insights.top_issues import MAX_TEXTS, Complaint, top_issues
@@ -31,6 +34,7 @@ PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem detai
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: PROBLEM, 403: PROBLEM, 429: PROBLEM}
 
 router = APIRouter(prefix="/v1/reports", dependencies=[Depends(api_client)], responses=AUTH_ERRORS)
+reviews = APIRouter(prefix="/v1/reviews", dependencies=[Depends(api_client)], responses=AUTH_ERRORS)
 
 Dimension = Literal[
     "root_cause", "team", "agent", "channel", "priority", "language", "customer_tier"
@@ -296,3 +300,77 @@ def _number(text: str) -> bool:
 
 def _public(facts: Mapping[str, Any]) -> dict[str, Any]:
     return {column: facts.get(column) for column in CSV_COLUMNS}
+
+
+# --- reviews ----------------------------------------------------------------------------
+
+
+class LessonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lesson: str = Field(min_length=1, max_length=2_000, description="What should change")
+    by: str = Field(min_length=1, max_length=200, description="Who draws the lesson")
+
+
+async def _facts(request: Request, case_id: str) -> CaseFacts:
+    facts = await _store(request).facts(case_id)
+    if facts is None or facts.opened_at is None:
+        raise HTTPException(404, f"insights knows no case {case_id}")
+    return facts
+
+
+@reviews.get(
+    "/{case_id}",
+    summary="The review of a case: the handbook's questions answered from its facts",
+    description="Answered in time, resolved in time, solution accepted, customer satisfied, "
+    "reopened, escalated, promise kept (not tracked yet: always null), and the lesson "
+    "recorded for it, if any.",
+)
+async def case_review(
+    request: Request, case_id: Annotated[str, Path(max_length=200)]
+) -> dict[str, Any]:
+    facts = await _facts(request, case_id)
+    lesson = await _store(request).lesson(case_id)
+    return {**review(facts), "lesson": _lesson(lesson) if lesson else None}
+
+
+@reviews.put(
+    "/{case_id}/lesson",
+    summary="Record the lesson of a case (replaces an earlier one); needs the write scope",
+    description="Lessons are listed per cause in the lessons report and the weekly report.",
+)
+async def record_lesson(
+    request: Request, case_id: Annotated[str, Path(max_length=200)], body: LessonIn
+) -> dict[str, Any]:
+    facts = await _facts(request, case_id)
+    doc = await _store(request).record_lesson(facts, body.lesson, body.by, utcnow())
+    return _lesson(doc)
+
+
+@router.get(
+    "/lessons",
+    summary="The lessons recorded in the period, per cause",
+)
+async def lessons_report(request: Request, p: PeriodQuery, f: FiltersQuery) -> dict[str, Any]:
+    start, end = _bounds(p)
+    docs = await _store(request).lessons_between(start, end, f)
+    return {**p.model_dump(by_alias=True, mode="json"), "filters": f, "causes": by_cause(docs)}
+
+
+def by_cause(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    causes: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        causes.setdefault(doc["root_cause"], []).append(_lesson(doc))
+    return [{"root_cause": cause, "lessons": items} for cause, items in causes.items()]
+
+
+def _lesson(doc: Mapping[str, Any]) -> dict[str, Any]:
+    recorded: datetime = doc["recorded_at"]
+    return {
+        "case_id": doc["_id"],
+        "lesson": doc["lesson"],
+        "by": doc["by"],
+        "recorded_at": recorded.astimezone(UTC).isoformat(),
+        "root_cause": doc["root_cause"],
+        "team": doc["team"],
+    }

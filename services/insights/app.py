@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from services.insights.api import reviews as reviews_router
 from services.insights.api import router as api_router
 from services.insights.handlers import make_handlers
 from services.insights.metrics import LAST_OPENED, PENDING_SETTLED
@@ -31,6 +32,7 @@ def build(settings: InsightsSettings | None = None) -> Service:
         "Authorization: Bearer).",
     )
     app.include_router(api_router)
+    app.include_router(reviews_router)
     service = Service("insights", settings, app=app, uses_database=True)
     storage = limits_storage(settings.rate_limit_storage, service.db)
     app.state.gate = Gate.of("insights", settings, settings.api_keys, storage)

@@ -17,7 +17,8 @@ class InsightsSettings(ServiceSettings):
     api_keys: ApiKeySettings = Field(
         default_factory=dict,
         description='Clients of the reports API (JSON): name -> key, or -> {"key": ..., '
-        '"scopes": ["read"]}; every route only reads. Keys of 16 characters or more. '
+        '"scopes": ["read"]} for one that may only read (recording a lesson needs write). '
+        "Keys of 16 characters or more. "
         "None: the API refuses every request (the projection goes on).",
     )
     pending_sweep_s: float = Field(

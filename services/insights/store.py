@@ -33,6 +33,7 @@ from shared.envelope import Event
 
 CASES = "insights_cases"
 DAILY = "insights_daily"
+LESSONS = "insights_lessons"
 # Deltas a rollup remembers having added: far more than can be pending at once.
 REMEMBERED_DELTAS = 2_000
 FOLD_ATTEMPTS = 20
@@ -61,6 +62,7 @@ class InsightsStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.cases: AsyncCollection[Document] = db[CASES]
         self.daily: AsyncCollection[Document] = db[DAILY]
+        self.lessons: AsyncCollection[Document] = db[LESSONS]
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index([("opened_at", ASCENDING), ("_id", ASCENDING)])
@@ -68,6 +70,7 @@ class InsightsStore:
         for dimension in DIMENSIONS:
             await self.daily.create_index([(dimension, ASCENDING), ("day", ASCENDING)])
         await self.daily.create_index([("day", ASCENDING)])
+        await self.lessons.create_index([("recorded_at", ASCENDING)])
 
     # --- the projection --------------------------------------------------------------
 
@@ -268,6 +271,42 @@ class InsightsStore:
             if len(texts) < most and doc["facts"].get("text"):
                 texts.append((doc["_id"], doc["facts"]["text"]))
         return out
+
+    # --- lessons ----------------------------------------------------------------------
+
+    async def record_lesson(
+        self, facts: CaseFacts, lesson: str, by: str, now: datetime
+    ) -> Document:
+        """The lesson an agent draws from a case (one per case: a new one replaces it)."""
+        doc: Document = {
+            "_id": facts.case_id,
+            "lesson": lesson,
+            "by": by,
+            "recorded_at": now,
+            "root_cause": dimensions(facts)["root_cause"],
+            "team": dimensions(facts)["team"],
+        }
+        await self.lessons.replace_one({"_id": facts.case_id}, doc, upsert=True)
+        return doc
+
+    async def lesson(self, case_id: str) -> Document | None:
+        found: Document | None = await self.lessons.find_one({"_id": case_id})
+        return found
+
+    async def lessons_between(
+        self, start: datetime, end: datetime, filters: Mapping[str, Sequence[str]]
+    ) -> list[Document]:
+        """Lessons recorded from ``start`` to ``end``, by cause then time."""
+        match: Document = {"recorded_at": {"$gte": start, "$lt": end}}
+        for dimension in ("root_cause", "team"):
+            if dimension in filters:
+                match[dimension] = {"$in": list(filters[dimension])}
+        return [
+            doc
+            async for doc in self.lessons.find(match).sort(
+                [("root_cause", ASCENDING), ("recorded_at", ASCENDING)]
+            )
+        ]
 
     async def latest_opened(self) -> datetime | None:
         doc = await self.cases.find_one(

@@ -40,12 +40,13 @@ from tests.integration.running import running
 from tests.support import a_classification, a_customer, a_feedback, a_routing, eventually, produce
 
 KEY = "test-insights-dashboard-key-8901"
+WRITE_KEY = "test-insights-quality-key-2345"
 DAY = datetime(2025, 6, 10, tzinfo=UTC)  # before any other test's cases
 
 
 def settings_for(infra: Infra) -> InsightsSettings:
     return InsightsSettings(
-        api_keys={"dashboard": {"key": KEY, "scopes": ["read"]}},
+        api_keys={"dashboard": {"key": KEY, "scopes": ["read"]}, "quality": WRITE_KEY},
         http_port=free_port(),
         kafka_bootstrap=infra.bootstrap,
         kafka_consumer_group=f"insights-{uuid.uuid4().hex[:8]}",
@@ -337,3 +338,46 @@ async def test_a_rebuild_from_the_topics_gives_the_same_rollups(
         assert await rebuilt.facts(case_id) == await live.facts(case_id)
     finally:
         await client.close()
+
+
+async def test_a_closed_case_s_review_answers_the_handbook_s_questions_and_keeps_a_lesson(
+    infra: Infra, insights: httpx.AsyncClient
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    (a, b, _), events = three_cases(team)
+    await produce(infra.bootstrap, events)
+
+    async def closed() -> dict[str, Any] | None:
+        response = await insights.get(f"/v1/reviews/{a.case_id}")
+        return (
+            response.json() if response.status_code == 200 and response.json()["closed"] else None
+        )
+
+    review = await eventually(closed)
+    assert review["answered_in_time"] == {"answer": True, "took_s": 1800.0, "allowed_s": 28800.0}
+    assert review["resolved_in_time"] == {"answer": True, "took_s": 3600.0, "allowed_s": 259200.0}
+    assert (review["solution_accepted"], review["customer_satisfied"], review["csat"]) == (
+        True, True, 5,
+    )  # fmt: skip
+    assert (review["reopened"], review["escalated"], review["promise_kept"]) == (False, False, None)
+    assert review["lesson"] is None
+    other = (await insights.get(f"/v1/reviews/{b.case_id}")).json()
+    assert other["answered_in_time"]["answer"] is False and other["escalated"] is True
+    assert other["customer_satisfied"] is None  # surveyed, not answered
+    assert (await insights.get("/v1/reviews/no-such-case")).status_code == 404
+
+    lesson = {"lesson": "Ask the courier for a photo at the door", "by": "lead-li"}
+    refused = await insights.put(f"/v1/reviews/{a.case_id}/lesson", json=lesson)
+    assert refused.status_code == 403  # the dashboard's key only reads
+    recorded = await insights.put(
+        f"/v1/reviews/{a.case_id}/lesson", json=lesson, headers={"X-API-Key": WRITE_KEY}
+    )
+    assert recorded.status_code == 200, recorded.text
+    assert (await insights.get(f"/v1/reviews/{a.case_id}")).json()["lesson"]["by"] == "lead-li"
+    today = datetime.now(UTC).date().isoformat()
+    listed = (
+        await insights.get("/v1/reports/lessons", params={"from": today, "to": today, "team": team})
+    ).json()
+    assert [(c["root_cause"], [x["case_id"] for x in c["lessons"]]) for c in listed["causes"]] == [
+        ("delivery", [a.case_id])
+    ]

@@ -18,6 +18,7 @@ from services.insights.domain import (
     measures,
     rollup_delta,
 )
+from services.insights.review import review
 from shared.contracts import (
     CallbackDue,
     CallbackScheduled,
@@ -605,3 +606,13 @@ def test_a_reroute_to_another_team_moves_the_case_between_rollups() -> None:
 def test_a_new_case_adds_its_whole_contribution() -> None:
     facts = fold(None, event(routed(0)))
     assert rollup_delta(None, facts) == [(date(2026, 3, 2), dimensions(facts), {"cases": 1})]
+
+
+def test_a_review_answers_unknown_where_the_facts_do_not_tell() -> None:
+    facts = fold(None, event(routed(0)))
+    answers = review(facts)
+    assert answers["closed"] is False
+    assert answers["answered_in_time"]["answer"] is None
+    assert answers["answered_in_time"]["took_s"] is None
+    assert answers["customer_satisfied"] is None and answers["solution_accepted"] is None
+    assert answers["promise_kept"] is None and answers["reopened"] is False
