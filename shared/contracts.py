@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -47,6 +48,7 @@ class Topic(StrEnum):
     FEEDBACK_CLASSIFIED = "feedback.classified"
     CASE_ROUTED = "case.routed"
     CASE_LIFECYCLE = "case.lifecycle"
+    REPORT_WEEKLY = "report.weekly"
 
     @property
     def dlq(self) -> str:
@@ -520,6 +522,29 @@ class CaseClosed(CaseEvent):
     ratio: float | None
 
 
+class WeeklyReport(EventData):
+    """insights' review of a finished week (Monday to Sunday, UTC), for mailers and BI:
+    the summary figures of the cases opened that week (docs/insights.md), per root cause
+    and per team, and the lessons recorded that week."""
+
+    event_name: ClassVar[str] = "report.weekly"
+    topic: ClassVar[Topic] = Topic.REPORT_WEEKLY
+
+    week: str = Field(description="ISO week, e.g. 2026-W48")
+    start: date = Field(description="Its Monday")
+    end: date = Field(description="Its Sunday")
+    total: dict[str, Any]
+    by_root_cause: list[dict[str, Any]] = Field(default_factory=list)
+    by_team: list[dict[str, Any]] = Field(default_factory=list)
+    lessons: list[dict[str, Any]] = Field(default_factory=list)
+
+    def partition_key(self) -> str:
+        return self.week
+
+    def subject(self) -> str:
+        return self.week
+
+
 EVENT_MODELS: dict[str, type[EventData]] = {
     model.event_name: model
     for model in (
@@ -537,6 +562,7 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         CaseReopened,
         CaseEscalated,
         CaseClosed,
+        WeeklyReport,
     )
 }
 

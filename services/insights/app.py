@@ -12,6 +12,7 @@ from services.insights.handlers import make_handlers
 from services.insights.metrics import LAST_OPENED, PENDING_SETTLED
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
+from services.insights.weekly import publish_due_report
 from shared.auth import Gate
 from shared.clock import utcnow
 from shared.contracts import Topic
@@ -60,7 +61,20 @@ def build(settings: InsightsSettings | None = None) -> Service:
                 log.exception("insights sweep failed")
             await sleep_unless(stop, settings.pending_sweep_s)
 
+    async def weekly(stop: asyncio.Event) -> None:
+        """The weekly review on report.weekly, once per finished week."""
+        delay = timedelta(hours=settings.weekly_report_delay_h)
+        while not stop.is_set():
+            try:
+                week = await publish_due_report(store, service.producer.publish, utcnow(), delay)
+                if week is not None:
+                    log.info("weekly report published", extra={"week": week})
+            except Exception:  # the next check tries again
+                log.exception("weekly report failed")
+            await sleep_unless(stop, settings.weekly_check_s)
+
     service.on_startup(prepare)
     service.consume([Topic.CASE_ROUTED.value, Topic.CASE_LIFECYCLE.value], make_handlers(store))
     service.job(sweep)
+    service.job(weekly)
     return service

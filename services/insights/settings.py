@@ -26,6 +26,16 @@ class InsightsSettings(ServiceSettings):
         gt=0,
         description="How often each copy adds rollup deltas that a stopped copy left pending",
     )
+    weekly_report_delay_h: float = Field(
+        default=6.0,
+        ge=0,
+        le=72,
+        description="How long after a week ends (Monday 00:00 UTC) its report is published on "
+        "report.weekly: time for the week's last events to arrive",
+    )
+    weekly_check_s: float = Field(
+        default=300.0, gt=0, description="How often each copy checks whether a report is due"
+    )
     max_report_days: int = Field(
         default=400, ge=1, le=3_660, description="Longest period of one report, in days"
     )

@@ -34,6 +34,7 @@ from shared.envelope import Event
 CASES = "insights_cases"
 DAILY = "insights_daily"
 LESSONS = "insights_lessons"
+REPORTS = "insights_reports"
 # Deltas a rollup remembers having added: far more than can be pending at once.
 REMEMBERED_DELTAS = 2_000
 FOLD_ATTEMPTS = 20
@@ -63,6 +64,7 @@ class InsightsStore:
         self.cases: AsyncCollection[Document] = db[CASES]
         self.daily: AsyncCollection[Document] = db[DAILY]
         self.lessons: AsyncCollection[Document] = db[LESSONS]
+        self.reports: AsyncCollection[Document] = db[REPORTS]
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index([("opened_at", ASCENDING), ("_id", ASCENDING)])
@@ -307,6 +309,18 @@ class InsightsStore:
                 [("root_cause", ASCENDING), ("recorded_at", ASCENDING)]
             )
         ]
+
+    # --- weekly reports ---------------------------------------------------------------
+
+    async def report_published(self, week: str) -> bool:
+        return await self.reports.find_one({"_id": week}, {"_id": True}) is not None
+
+    async def mark_published(self, week: str, event_id: str, now: datetime) -> None:
+        await self.reports.update_one(
+            {"_id": week},
+            {"$setOnInsert": {"event_id": event_id, "published_at": now}},
+            upsert=True,
+        )
 
     async def latest_opened(self) -> datetime | None:
         doc = await self.cases.find_one(

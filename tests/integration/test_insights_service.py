@@ -9,7 +9,7 @@ import contextlib
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 from services.insights.app import build
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
+from services.insights.weekly import last_finished_week, publish_due_report, week_name
 from shared import devstack
 from shared.cli import rebuild_insights
 from shared.contracts import (
@@ -32,12 +33,22 @@ from shared.contracts import (
     CaseRouted,
     SurveyAnswered,
     SurveyRequested,
+    Topic,
+    WeeklyReport,
 )
 from shared.devstack import free_port
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
 from tests.integration.running import running
-from tests.support import a_classification, a_customer, a_feedback, a_routing, eventually, produce
+from tests.support import (
+    TopicReader,
+    a_classification,
+    a_customer,
+    a_feedback,
+    a_routing,
+    eventually,
+    produce,
+)
 
 KEY = "test-insights-dashboard-key-8901"
 WRITE_KEY = "test-insights-quality-key-2345"
@@ -381,3 +392,52 @@ async def test_a_closed_case_s_review_answers_the_handbook_s_questions_and_keeps
     assert [(c["root_cause"], [x["case_id"] for x in c["lessons"]]) for c in listed["causes"]] == [
         ("delivery", [a.case_id])
     ]
+
+
+async def test_a_finished_week_is_published_once_on_report_weekly_with_its_figures(
+    infra: Infra, insights: httpx.AsyncClient, settings: InsightsSettings
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    _, events = three_cases(team)
+    await produce(infra.bootstrap, events)
+
+    async def settled() -> bool:
+        return bool((await summary(insights, team))["total"] == EXPECTED)
+
+    await eventually(settled)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url, tz_aware=True)
+    published: list[Event[Any]] = []
+
+    async def publish(batch: Sequence[Event[Any]]) -> None:
+        published.extend(batch)
+
+    try:
+        store = InsightsStore(client[f"weekly_{uuid.uuid4().hex[:12]}"])
+        await rebuild_insights(infra.bootstrap, store)  # the same facts, a store of its own
+        # Monday 2025-06-16, 7 h: the week of 9 to 15 June ended 7 hours ago.
+        now = datetime(2025, 6, 16, 7, tzinfo=UTC)
+        week = await publish_due_report(store, publish, now, timedelta(hours=6))
+        again = await publish_due_report(store, publish, now, timedelta(hours=6))
+        early = await publish_due_report(
+            store, publish, datetime(2025, 6, 23, 5, tzinfo=UTC), timedelta(hours=6)
+        )
+    finally:
+        await client.close()
+    assert (week, again, early) == ("2025-W24", None, None)
+    (event,) = published
+    report = event.data
+    assert isinstance(report, WeeklyReport)
+    assert (report.start.isoformat(), report.end.isoformat()) == ("2025-06-09", "2025-06-15")
+    assert event.time == datetime(2025, 6, 16, tzinfo=UTC)
+    rows = [row for row in report.by_team if row["team"] == team]
+    assert rows == [{"team": team, **EXPECTED}]
+    assert report.total["cases"] >= 3
+
+
+async def test_the_service_publishes_the_last_finished_week_on_the_topic(
+    infra: Infra, insights: httpx.AsyncClient
+) -> None:
+    week = week_name(last_finished_week(datetime.now(UTC), timedelta(hours=6)))
+    async with TopicReader(infra.bootstrap, Topic.REPORT_WEEKLY) as reader:
+        event = await reader.wait_for(lambda e: e.subject == week, timeout=30)
+    assert isinstance(event.data, WeeklyReport) and event.data.week == week
