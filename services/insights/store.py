@@ -22,17 +22,21 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, fold, rollup_delta
-from shared.db import Document
+from shared.db import DUPLICATE_KEY, Document
 from shared.envelope import Event
 
 CASES = "insights_cases"
 DAILY = "insights_daily"
+# The same sums per day and single dimension (and "all"): what reports filtered or
+# grouped on one dimension read, a few documents per day whatever the number of cases.
+DAILY_BY = "insights_daily_by"
+ALL = "all"
 LESSONS = "insights_lessons"
 REPORTS = "insights_reports"
 # Deltas a rollup remembers having added: far more than can be pending at once.
@@ -55,6 +59,11 @@ def rollup_id(day: date, dims: Mapping[str, str]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def single_rollup_id(day: date, dimension: str, value: str) -> str:
+    key = json.dumps([day.isoformat(), dimension, value], ensure_ascii=False)
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
@@ -63,6 +72,7 @@ class InsightsStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.cases: AsyncCollection[Document] = db[CASES]
         self.daily: AsyncCollection[Document] = db[DAILY]
+        self.daily_by: AsyncCollection[Document] = db[DAILY_BY]
         self.lessons: AsyncCollection[Document] = db[LESSONS]
         self.reports: AsyncCollection[Document] = db[REPORTS]
 
@@ -72,6 +82,9 @@ class InsightsStore:
         for dimension in DIMENSIONS:
             await self.daily.create_index([(dimension, ASCENDING), ("day", ASCENDING)])
         await self.daily.create_index([("day", ASCENDING)])
+        await self.daily_by.create_index(
+            [("dimension", ASCENDING), ("day", ASCENDING), ("value", ASCENDING)]
+        )
         await self.lessons.create_index([("recorded_at", ASCENDING)])
 
     # --- the projection --------------------------------------------------------------
@@ -154,6 +167,28 @@ class InsightsStore:
                 },
                 upsert=True,
             )
+        # And to the day's total and each of its dimension's values, in one round trip.
+        singles = [(ALL, ALL), *((d, delta["dims"][d]) for d in DIMENSIONS)]
+        updates = [
+            UpdateOne(
+                {
+                    "_id": single_rollup_id(day, d, v),
+                    "deltas": {"$ne": delta["id"]},
+                },
+                {
+                    "$inc": delta["measures"],
+                    "$push": {"deltas": {"$each": [delta["id"]], "$slice": -REMEMBERED_DELTAS}},
+                    "$setOnInsert": {"day": _start_of(day), "dimension": d, "value": v},
+                },
+                upsert=True,
+            )
+            for d, v in singles
+        ]
+        try:
+            await self.daily_by.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details["writeErrors"]):
+                raise
 
     async def settle_pending(self, older_than: datetime, limit: int = 500) -> int:
         """The sweep: add deltas that a stopped copy left pending. Returns the cases done."""
@@ -173,6 +208,7 @@ class InsightsStore:
         """Forget every projection and rollup (before a rebuild from the topics)."""
         await self.cases.delete_many({})
         await self.daily.delete_many({})
+        await self.daily_by.delete_many({})
 
     # --- reports ---------------------------------------------------------------------
 
@@ -180,11 +216,21 @@ class InsightsStore:
         self, start: date, end: date, filters: Mapping[str, Sequence[str]], by: str | None
     ) -> dict[str, dict[str, float]]:
         """Sums of every measure per value of ``by`` (or ``"all"``) over the days from
-        ``start`` to ``end`` (exclusive), among rollups matching ``filters``."""
+        ``start`` to ``end`` (exclusive), among rollups matching ``filters``. A report on
+        one dimension at most reads the rollups per single dimension."""
+        single = _single_dimension(filters, by)
+        if single is not None:
+            totals: dict[str, dict[str, float]] = {}
+            async for doc in self.daily_by.find(
+                _single_match(start, end, single, filters), {"deltas": False}
+            ):
+                group = str(doc["value"]) if by else ALL
+                _sum_into(totals.setdefault(group, {}), doc)
+            return totals
         match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
         for dimension, values in filters.items():
             match[dimension] = {"$in": list(values)}
-        totals: dict[str, dict[str, float]] = {}
+        totals = {}
         async for doc in self.daily.find(match, {"deltas": False}):
             group = str(doc.get(by, "none")) if by else "all"
             sums = totals.setdefault(group, {})
@@ -199,6 +245,14 @@ class InsightsStore:
         self, start: date, end: date, filters: Mapping[str, Sequence[str]]
     ) -> dict[date, dict[str, float]]:
         """Sums of every measure per day from ``start`` to ``end`` (exclusive)."""
+        single = _single_dimension(filters, None)
+        if single is not None:
+            per_day: dict[date, dict[str, float]] = {}
+            async for doc in self.daily_by.find(
+                _single_match(start, end, single, filters), {"deltas": False}
+            ):
+                _sum_into(per_day.setdefault(doc["day"].date(), {}), doc)
+            return per_day
         match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
         for dimension, values in filters.items():
             match[dimension] = {"$in": list(values)}
@@ -327,6 +381,36 @@ class InsightsStore:
             {"opened_at": {"$ne": None}}, {"opened_at": True}, sort=[("opened_at", DESCENDING)]
         )
         return doc["opened_at"] if doc else None
+
+
+_NOT_MEASURES = frozenset({"_id", "day", "dimension", "value", "deltas", *DIMENSIONS})
+
+
+def _sum_into(sums: dict[str, float], doc: Document) -> None:
+    for name, value in doc.items():
+        if name not in _NOT_MEASURES and isinstance(value, int | float):
+            sums[name] = sums.get(name, 0.0) + value
+
+
+def _single_dimension(filters: Mapping[str, Sequence[str]], by: str | None) -> str | None:
+    """The one dimension a report filters or groups on ("all" for none), or None when it
+    needs the combinations."""
+    used = set(filters) | ({by} if by else set())
+    if not used:
+        return ALL
+    return used.pop() if len(used) == 1 else None
+
+
+def _single_match(
+    start: date, end: date, dimension: str, filters: Mapping[str, Sequence[str]]
+) -> Document:
+    match: Document = {
+        "dimension": dimension,
+        "day": {"$gte": _start_of(start), "$lt": _start_of(end)},
+    }
+    if dimension in filters:
+        match["value"] = {"$in": list(filters[dimension])}
+    return match
 
 
 def _query_fields(facts: CaseFacts) -> Document:
