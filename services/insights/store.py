@@ -14,6 +14,7 @@ document; the next event of that case, or the sweep, adds it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -143,19 +144,30 @@ class InsightsStore:
         """Add the case's pending deltas to their rollups, each once, then drop them."""
         if not doc or not doc.get("pending"):
             return
-        for delta in doc["pending"]:
-            await self._add(delta)
+        # Each rollup update is atomic and checks its own delta id: they may run at once.
+        await asyncio.gather(*(self._add(delta) for delta in doc["pending"]))
         ids = [delta["id"] for delta in doc["pending"]]
+        left = {"$filter": {"input": "$pending", "cond": {"$not": [{"$in": ["$$this.id", ids]}]}}}
         await self.cases.update_one(
-            {"_id": doc["_id"]}, {"$pull": {"pending": {"id": {"$in": ids}}}}
-        )
-        await self.cases.update_one(
-            {"_id": doc["_id"], "pending": {"$size": 0}}, {"$set": {"pending_since": None}}
+            {"_id": doc["_id"]},
+            [
+                {"$set": {"pending": left}},
+                {
+                    "$set": {
+                        "pending_since": {
+                            "$cond": [{"$eq": [{"$size": "$pending"}, 0]}, None, "$pending_since"]
+                        }
+                    }
+                },
+            ],
         )
 
     async def _add(self, delta: Document) -> None:
         day = date.fromisoformat(delta["day"])
         key = rollup_id(day, delta["dims"])
+        await asyncio.gather(self._add_combination(delta, day, key), self._add_singles(delta, day))
+
+    async def _add_combination(self, delta: Document, day: date, key: str) -> None:
         # The rollup exists and has this delta already: the insert of the upsert collides.
         with contextlib.suppress(DuplicateKeyError):
             await self.daily.update_one(
@@ -167,7 +179,9 @@ class InsightsStore:
                 },
                 upsert=True,
             )
-        # And to the day's total and each of its dimension's values, in one round trip.
+
+    async def _add_singles(self, delta: Document, day: date) -> None:
+        # To the day's total and each of its dimension's values, in one round trip.
         singles = [(ALL, ALL), *((d, delta["dims"][d]) for d in DIMENSIONS)]
         updates = [
             UpdateOne(

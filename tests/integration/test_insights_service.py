@@ -348,6 +348,10 @@ async def test_a_rebuild_from_the_topics_gives_the_same_rollups(
         assert progress[-1] == (result.read, result.read)
         case_id = events[0].data.case_id
         assert await rebuilt.facts(case_id) == await live.facts(case_id)
+        # Every delta was added and taken off its case: nothing is left pending.
+        for store in (live, rebuilt):
+            assert await store.cases.count_documents({"pending.0": {"$exists": True}}) == 0
+            assert await store.cases.count_documents({"pending_since": {"$ne": None}}) == 0
     finally:
         await client.close()
 
