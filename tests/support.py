@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fastapi.routing import APIRoute
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import BaseRoute
 
 from shared.contracts import (
@@ -119,6 +121,17 @@ class TopicReader:
             except Exception:
                 continue
         return out
+
+
+async def metric_sum(http: httpx.AsyncClient, sample: str, **labels: str) -> float:
+    """The sum of a service's ``/metrics`` samples named ``sample`` with these labels."""
+    text = (await http.get("/metrics")).text
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def with_id(event_id: str) -> Callable[[Event[Any]], bool]:

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pymongo
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 from starlette.types import Receive, Scope, Send
 
@@ -40,6 +39,7 @@ from tests.integration.test_intake_api import COMPLAINT, OPEN, intake_settings
 from tests.integration.test_intake_api import ENVIRON as INTAKE_ENVIRON
 from tests.integration.test_router_flows import small_policy
 from tests.integration.test_router_service import WRITE_KEY, router_settings, write_policy
+from tests.support import metric_sum
 
 TEXTS = SurveyPages().catalog
 
@@ -67,15 +67,7 @@ def assert_short_request_budget(settings: ServiceSettings) -> None:
 
 
 async def status_count(http: httpx.AsyncClient, route: str, status: str) -> float:
-    text = (await http.get("/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "closeloop_http_requests_total"
-        and sample.labels.get("route") == route
-        and sample.labels.get("status") == status
-    )
+    return await metric_sum(http, "closeloop_http_requests_total", route=route, status=status)
 
 
 # --- followup -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from services.insights.app import build
@@ -47,6 +46,7 @@ from tests.support import (
     a_feedback,
     a_routing,
     eventually,
+    metric_sum,
     produce,
 )
 
@@ -206,14 +206,7 @@ EXPECTED = {
 
 
 async def folded(http: httpx.AsyncClient, outcome: str) -> float:
-    text = (await http.get("/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "closeloop_insights_events_folded_total"
-        and sample.labels.get("outcome") == outcome
-    )
+    return await metric_sum(http, "closeloop_insights_events_folded_total", outcome=outcome)
 
 
 async def summary(http: httpx.AsyncClient, team: str, **params: Any) -> dict[str, Any]:
@@ -226,20 +219,34 @@ async def summary(http: httpx.AsyncClient, team: str, **params: Any) -> dict[str
     return body
 
 
-async def test_three_cases_give_the_figures_computed_by_hand_and_a_redelivery_changes_nothing(
+async def three_cases_folded(
     infra: Infra, insights: httpx.AsyncClient
-) -> None:
+) -> tuple[str, list[CaseRouted], list[Event[Any]]]:
+    """The three cases of a new team, published and folded: (team, cases, events) once
+    the team's summary is the one computed by hand and A's close is in."""
     team = f"team-{uuid.uuid4().hex[:8]}"
-    _, events = three_cases(team)
+    cases, events = three_cases(team)
     await produce(infra.bootstrap, events)
 
-    async def settled() -> dict[str, Any] | None:
-        body = await summary(insights, team)
-        return body if body["total"] == EXPECTED else None
+    async def settled() -> bool:
+        # The figures do not count closes: A's review says whether case.closed is in.
+        review = await insights.get(f"/v1/reviews/{cases[0].case_id}")
+        return bool(
+            (await summary(insights, team))["total"] == EXPECTED
+            and review.status_code == 200
+            and review.json()["closed"]
+        )
 
     with contextlib.suppress(TimeoutError):
         await eventually(settled)
     assert (await summary(insights, team))["total"] == EXPECTED
+    return team, cases, events
+
+
+async def test_three_cases_give_the_figures_computed_by_hand_and_a_redelivery_changes_nothing(
+    infra: Infra, insights: httpx.AsyncClient
+) -> None:
+    team, _, events = await three_cases_folded(infra, insights)
 
     duplicates = await folded(insights, "duplicate")
     await produce(infra.bootstrap, events)
@@ -268,16 +275,8 @@ async def _more(http: httpx.AsyncClient, count: float) -> bool:
 async def test_the_cases_behind_a_figure_come_page_by_page_and_as_csv(
     infra: Infra, insights: httpx.AsyncClient
 ) -> None:
-    team = f"team-{uuid.uuid4().hex[:8]}"
-    cases, events = three_cases(team)
-    await produce(infra.bootstrap, events)
+    team, cases, _ = await three_cases_folded(infra, insights)
     params = {"from": "2025-06-10", "to": "2025-06-10", "team": team}
-
-    async def listed() -> list[dict[str, Any]] | None:
-        page = (await insights.get("/v1/reports/cases", params=params)).json()
-        return page["cases"] if len(page["cases"]) == 3 else None
-
-    await eventually(listed)
     first = (await insights.get("/v1/reports/cases", params={**params, "limit": 2})).json()
     assert first["next_cursor"]
     second = (
@@ -321,14 +320,7 @@ async def test_reports_need_a_key_and_refuse_a_bad_period(insights: httpx.AsyncC
 async def test_a_rebuild_from_the_topics_gives_the_same_rollups(
     infra: Infra, insights: httpx.AsyncClient, settings: InsightsSettings
 ) -> None:
-    team = f"team-{uuid.uuid4().hex[:8]}"
-    _, events = three_cases(team)
-    await produce(infra.bootstrap, events)
-
-    async def settled() -> bool:
-        return bool((await summary(insights, team))["total"] == EXPECTED)
-
-    await eventually(settled)
+    team, _, events = await three_cases_folded(infra, insights)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url, tz_aware=True)
     try:
         live = InsightsStore(client[settings.mongo_database])
@@ -359,17 +351,9 @@ async def test_a_rebuild_from_the_topics_gives_the_same_rollups(
 async def test_a_closed_case_s_review_answers_the_handbook_s_questions_and_keeps_a_lesson(
     infra: Infra, insights: httpx.AsyncClient
 ) -> None:
-    team = f"team-{uuid.uuid4().hex[:8]}"
-    (a, b, _), events = three_cases(team)
-    await produce(infra.bootstrap, events)
-
-    async def closed() -> dict[str, Any] | None:
-        response = await insights.get(f"/v1/reviews/{a.case_id}")
-        return (
-            response.json() if response.status_code == 200 and response.json()["closed"] else None
-        )
-
-    review = await eventually(closed)
+    team, (a, b, _), _ = await three_cases_folded(infra, insights)
+    review = (await insights.get(f"/v1/reviews/{a.case_id}")).json()
+    assert review["closed"] is True
     assert review["answered_in_time"] == {"answer": True, "took_s": 1800.0, "allowed_s": 28800.0}
     assert review["resolved_in_time"] == {"answer": True, "took_s": 3600.0, "allowed_s": 259200.0}
     assert (review["solution_accepted"], review["customer_satisfied"], review["csat"]) == (
@@ -402,14 +386,7 @@ async def test_a_closed_case_s_review_answers_the_handbook_s_questions_and_keeps
 async def test_a_finished_week_is_published_once_on_report_weekly_with_its_figures(
     infra: Infra, insights: httpx.AsyncClient, settings: InsightsSettings
 ) -> None:
-    team = f"team-{uuid.uuid4().hex[:8]}"
-    _, events = three_cases(team)
-    await produce(infra.bootstrap, events)
-
-    async def settled() -> bool:
-        return bool((await summary(insights, team))["total"] == EXPECTED)
-
-    await eventually(settled)
+    team, _, _ = await three_cases_folded(infra, insights)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongo_url, tz_aware=True)
     published: list[Event[Any]] = []
 
