@@ -1,6 +1,7 @@
 """Who may call a service's API, and what failing costs.
 
-Clients present an API key, as ``X-API-Key`` or as an ``Authorization: Bearer`` token.
+Clients present an API key, as ``X-API-Key``, as an ``Authorization: Bearer`` token, or
+as the password of HTTP Basic (what a browser sends for a page, e.g. insights' report).
 Each key has scopes: ``read`` for GET and HEAD, ``write`` for everything else, so that a
 dashboard's key cannot change anything. A wrong or missing key is 401, a key without the
 scope 403, both RFC 9457 problem+json.
@@ -25,7 +26,13 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Annotated, Any
 
 from fastapi import HTTPException, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    APIKeyHeader,
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -213,32 +220,72 @@ def too_many_failures(retry_after: int) -> HTTPException:
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The client's key")
 bearer = HTTPBearer(auto_error=False, description="The same key as a bearer token")
+basic = HTTPBasic(
+    auto_error=False,
+    description="The same key as the password of HTTP Basic (any user name), so that a "
+    "browser can open a service's pages and follow their links",
+)
+
+
+def basic_challenge(realm: str) -> str:
+    """The challenge that makes a browser ask for the key (as the password)."""
+    return f'Basic realm="{realm}", charset="UTF-8"'
+
+
+async def admit(request: Request, presented: str | None, challenge: str = "Bearer") -> Client:
+    """The client whose key was ``presented``. 429 for an address over the limit on
+    failed attempts (whatever it sends), 401 with ``challenge`` without a valid key,
+    403 for a key without the scope the method needs."""
+    gate: Gate = request.app.state.gate
+    address = gate.address(request)
+    wait = await gate.failures.retry_after(address)
+    if wait is not None:
+        raise too_many_failures(wait)
+    client = gate.keys.client_of(presented) if presented else None
+    if client is None:
+        await gate.failures.count(address)
+        raise HTTPException(
+            401,
+            "a valid API key is required (X-API-Key header, Authorization: Bearer, or as the "
+            "password of HTTP Basic)",
+            headers={"WWW-Authenticate": challenge},
+        )
+    reason = forbidden(client, scope_for(request.method))
+    if reason is not None:
+        raise HTTPException(403, reason)
+    request.state.client = client.name
+    return client
+
+
+def presented_key(
+    api_key: str | None,
+    token: HTTPAuthorizationCredentials | None,
+    credentials: HTTPBasicCredentials | None,
+) -> str | None:
+    if api_key:
+        return api_key
+    if token is not None:
+        return token.credentials
+    return credentials.password if credentials is not None else None
 
 
 async def api_client(
     request: Request,
     api_key: Annotated[str | None, Security(api_key_header)],
     token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    credentials: Annotated[HTTPBasicCredentials | None, Security(basic)],
 ) -> str:
-    """The name of the calling client. 429 for an address over the limit on failed
-    attempts (whatever it sends), 401 without a valid key, 403 for a key without the
-    scope the method needs."""
-    gate: Gate = request.app.state.gate
-    address = gate.address(request)
-    wait = await gate.failures.retry_after(address)
-    if wait is not None:
-        raise too_many_failures(wait)
-    presented = api_key or (token.credentials if token else None)
-    client = gate.keys.client_of(presented) if presented else None
-    if client is None:
-        await gate.failures.count(address)
-        raise HTTPException(
-            401,
-            "a valid API key is required (X-API-Key header or Authorization: Bearer)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    reason = forbidden(client, scope_for(request.method))
-    if reason is not None:
-        raise HTTPException(403, reason)
-    request.state.client = client.name
+    """The name of the calling client (:func:`admit`)."""
+    client = await admit(request, presented_key(api_key, token, credentials))
     return client.name
+
+
+async def browser_client(request: Request, realm: str) -> Client:
+    """:func:`admit` for a page a person opens: the key comes as any API client sends it
+    or as HTTP Basic's password, and the 401 asks the browser for it."""
+    try:
+        credentials = await basic(request)
+    except HTTPException:  # Basic that is not base64 of user:password: no key given
+        credentials = None
+    presented = presented_key(await api_key_header(request), await bearer(request), credentials)
+    return await admit(request, presented, basic_challenge(realm))

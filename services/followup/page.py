@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict
 
 from services.followup.domain import SurveyState, closes_case, survey_state
@@ -23,6 +22,7 @@ from services.followup.links import InvalidLink, SurveyTicket
 from shared.auth import Gate
 from shared.config import load_yaml
 from shared.http import page_route
+from shared.pages import Catalog, browser_language, templates
 
 HERE = Path(__file__).parent
 TEXTS_FILE = HERE / "survey_texts.yaml"
@@ -121,30 +121,13 @@ class SurveyTexts(BaseModel):
     switch_lang: str
 
 
-class SurveyCatalog(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    zh: SurveyTexts
-    en: SurveyTexts
-
-    def get(self, lang: str) -> SurveyTexts:
-        texts: SurveyTexts = getattr(self, lang)
-        return texts
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        return tuple(type(self).model_fields)
+SurveyCatalog = Catalog[SurveyTexts]
 
 
 class SurveyPages:
     def __init__(self, texts_file: Path = TEXTS_FILE) -> None:
         self.catalog = load_yaml(texts_file, SurveyCatalog)
-        self.env = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(default=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.env = templates(HERE / "templates")
 
     def language(self, request: Request, asked: str | None, case: dict[str, Any] | None) -> str:
         """?lang= first, then the language the customer wrote in, then the browser's."""
@@ -154,11 +137,7 @@ class SurveyPages:
         written = ((case or {}).get("feedback") or {}).get("language")
         if written in languages:
             return str(written)
-        for part in request.headers.get("accept-language", "").split(","):
-            tag = part.split(";")[0].strip().lower()[:2]
-            if tag in languages:
-                return tag
-        return "en"
+        return browser_language(request, languages) or "en"
 
     def render(self, template: str, status: int, lang: str, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(

@@ -185,8 +185,20 @@ async def top_issues_report(
     limit: Annotated[int, Query(ge=1, le=50, description="Groups per cause")] = 10,
 ) -> dict[str, Any]:
     start, end = _bounds(p)
+    causes = await issues_by_cause(_store(request), start, end, f, limit)
+    return {**p.model_dump(by_alias=True, mode="json"), "filters": f, "causes": causes}
+
+
+async def issues_by_cause(
+    store: InsightsStore,
+    start: datetime,
+    end: datetime,
+    f: Mapping[str, Sequence[str]],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The top issues of each root cause from ``start`` to ``end``, the cause with the
+    most complaints first, compared with the period as long just before."""
     before = start - (end - start)
-    store = _store(request)
     current = await store.texts(start, end, f, MAX_TEXTS)
     previous = await store.texts(before, start, f, MAX_TEXTS)
     causes = []
@@ -213,7 +225,7 @@ async def top_issues_report(
                 ],
             }
         )
-    return {**p.model_dump(by_alias=True, mode="json"), "filters": f, "causes": causes}
+    return causes
 
 
 @router.get(

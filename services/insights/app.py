@@ -10,6 +10,8 @@ from services.insights.api import reviews as reviews_router
 from services.insights.api import router as api_router
 from services.insights.handlers import make_handlers
 from services.insights.metrics import LAST_OPENED, PENDING_SETTLED
+from services.insights.page import ReportPages
+from services.insights.page import router as page_router
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
 from services.insights.weekly import publish_due_report
@@ -29,17 +31,19 @@ def build(settings: InsightsSettings | None = None) -> Service:
         "closeloop insights",
         description="Reports over every case: volume, speed, deadlines, reopens, escalations "
         "and satisfaction by cause, team, agent, channel, priority, language and tier; the "
-        "cases behind every figure; CSV exports. Every route needs an API key (X-API-Key or "
-        "Authorization: Bearer).",
+        "cases behind every figure; CSV exports; the weekly report page at /reports. Every "
+        "route needs an API key (X-API-Key, Authorization: Bearer, or HTTP Basic's password).",
     )
     app.include_router(api_router)
     app.include_router(reviews_router)
+    app.include_router(page_router)
     service = Service("insights", settings, app=app, uses_database=True)
     storage = limits_storage(settings.rate_limit_storage, service.db)
     app.state.gate = Gate.of("insights", settings, settings.api_keys, storage)
     store = InsightsStore(service.db)
     app.state.store = store
     app.state.settings = settings
+    app.state.report_pages = ReportPages()
 
     async def prepare() -> None:
         if not settings.api_keys:

@@ -232,50 +232,54 @@ class InsightsStore:
         """Sums of every measure per value of ``by`` (or ``"all"``) over the days from
         ``start`` to ``end`` (exclusive), among rollups matching ``filters``. A report on
         one dimension at most reads the rollups per single dimension."""
-        single = _single_dimension(filters, by)
-        if single is not None:
-            totals: dict[str, dict[str, float]] = {}
-            async for doc in self.daily_by.find(
-                _single_match(start, end, single, filters), {"deltas": False}
-            ):
-                group = str(doc["value"]) if by else ALL
-                _sum_into(totals.setdefault(group, {}), doc)
-            return totals
-        match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
-        for dimension, values in filters.items():
-            match[dimension] = {"$in": list(values)}
-        totals = {}
-        async for doc in self.daily.find(match, {"deltas": False}):
-            group = str(doc.get(by, "none")) if by else "all"
-            sums = totals.setdefault(group, {})
-            for name, value in doc.items():
-                if name in ("_id", "day") or name in DIMENSIONS:
-                    continue
-                if isinstance(value, int | float):
-                    sums[name] = sums.get(name, 0.0) + value
-        return totals
+        grouped = await self._grouped(start, end, filters, by, per_day=False)
+        return {group: sums for (_, group), sums in grouped.items()}
 
     async def rollups_per_day(
         self, start: date, end: date, filters: Mapping[str, Sequence[str]]
     ) -> dict[date, dict[str, float]]:
         """Sums of every measure per day from ``start`` to ``end`` (exclusive)."""
-        single = _single_dimension(filters, None)
+        grouped = await self._grouped(start, end, filters, None, per_day=True)
+        return {day: sums for (day, _), sums in grouped.items() if day is not None}
+
+    async def rollups_per_day_by(
+        self, start: date, end: date, filters: Mapping[str, Sequence[str]], by: str
+    ) -> dict[date, dict[str, dict[str, float]]]:
+        """Sums of every measure per day and value of ``by``."""
+        grouped = await self._grouped(start, end, filters, by, per_day=True)
+        out: dict[date, dict[str, dict[str, float]]] = {}
+        for (day, group), sums in grouped.items():
+            if day is not None:
+                out.setdefault(day, {})[group] = sums
+        return out
+
+    async def _grouped(
+        self,
+        start: date,
+        end: date,
+        filters: Mapping[str, Sequence[str]],
+        by: str | None,
+        *,
+        per_day: bool,
+    ) -> dict[tuple[date | None, str], dict[str, float]]:
+        single = _single_dimension(filters, by)
+        days = {"$gte": _start_of(start), "$lt": _start_of(end)}
         if single is not None:
-            per_day: dict[date, dict[str, float]] = {}
-            async for doc in self.daily_by.find(
-                _single_match(start, end, single, filters), {"deltas": False}
-            ):
-                _sum_into(per_day.setdefault(doc["day"].date(), {}), doc)
-            return per_day
-        match: Document = {"day": {"$gte": _start_of(start), "$lt": _start_of(end)}}
-        for dimension, values in filters.items():
-            match[dimension] = {"$in": list(values)}
-        totals: dict[date, dict[str, float]] = {}
-        async for doc in self.daily.find(match, {"deltas": False}):
-            sums = totals.setdefault(doc["day"].date(), {})
-            for name, value in doc.items():
-                if name not in ("_id", "day") and name not in DIMENSIONS:
-                    sums[name] = sums.get(name, 0.0) + value
+            collection, match = self.daily_by, _single_match(start, end, single, filters)
+        else:
+            collection, match = self.daily, {"day": days}
+            for dimension, values in filters.items():
+                match[dimension] = {"$in": list(values)}
+        totals: dict[tuple[date | None, str], dict[str, float]] = {}
+        async for doc in collection.find(match, {"deltas": False}):
+            if by is None:
+                group = ALL
+            elif single is not None:
+                group = str(doc["value"])
+            else:
+                group = str(doc.get(by, "none"))
+            day = doc["day"].date() if per_day else None
+            _sum_into(totals.setdefault((day, group), {}), doc)
         return totals
 
     async def case_page(
