@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run test lint fmt clean prometheus chromium kafkacat
+.PHONY: help env run test lint fmt clean prometheus chromium cjk-fonts kafkacat
 
 help:
 	@echo "make run   - start the whole system locally (broker, database, four services)"
@@ -58,6 +58,14 @@ chromium:
 	  $(call apt_install,chromium,a headless browser for tests/e2e, or set CLOSELOOP_CHROMIUM); \
 	fi
 
+# tests/e2e/test_report_browser.py reads insights' report page, Chinese included, in that
+# chromium: fontconfig must offer a font for Chinese (Debian's fonts-noto-cjk), which
+# matplotlib also measures the charts' Chinese labels with.
+cjk-fonts:
+	@if ! fc-list :lang=zh family 2>/dev/null | grep -q .; then \
+	  $(call apt_install,fonts-noto-cjk,Chinese text on insights' report page and its charts); \
+	fi
+
 # tests/e2e/test_downstream_clients.py reads every topic with Debian's kafkacat (kcat, on
 # librdkafka), as integrators' scripts do; CLOSELOOP_KAFKACAT points the tests at another
 # kcat binary.
@@ -66,7 +74,7 @@ kafkacat:
 	  $(call apt_install,kafkacat,a librdkafka consumer for tests/e2e, or set CLOSELOOP_KAFKACAT); \
 	fi
 
-test: env prometheus chromium kafkacat
+test: env prometheus chromium cjk-fonts kafkacat
 	$(PY) -m pytest
 
 lint: env

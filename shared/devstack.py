@@ -623,6 +623,8 @@ def banner(stack: Stack) -> str:
         f"{ROUTER_DEV_READ_API_KEY})",
         f"  insights API     http://127.0.0.1:{ports['insights']}/docs   (GET /v1/reports/summary)",
         f"                   X-API-Key: {INSIGHTS_DEV_API_KEY}",
+        f"  report page      http://127.0.0.1:{ports['insights']}/reports   (user name any, "
+        "password: the insights key)",
         f"  kafka            127.0.0.1:{s.kafka_port}",
         f"  topics           {', '.join(t.value for t in Topic)} (and <topic>.dlq)",
         f"  mongodb          {mongo_url(s.mongo_port)}",

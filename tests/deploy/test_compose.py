@@ -270,6 +270,9 @@ def test_every_published_port_is_bound_to_the_host_s_loopback_by_default(
         if not str(port).startswith("127.0.0.1:")
     }
     assert published == {"intake": "10.0.0.5:8000:8000", "followup": "10.0.0.5:8003:8003"}
-    # Internal services: reached on the compose network only.
-    for name in ("classifier", "router", "insights"):
+    # Internal services: reached on the compose network only; insights' report page
+    # on the host's loopback only, whatever address intake and followup are published on.
+    for name in ("classifier", "router"):
         assert "ports" not in spec["services"][name], name
+    (report_page,) = spec["services"]["insights"]["ports"]
+    assert manifests.interpolate(report_page, {}) == "127.0.0.1:8004:8004"

@@ -88,6 +88,35 @@ def test_the_outcomes_dashboard_shows_volume_sla_satisfaction_reopens_and_time_t
     } <= used
 
 
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_every_dashboard_leads_to_insights_report_and_the_cases_of_its_time_range(
+    name: str,
+) -> None:
+    dashboard = DASHBOARDS[name]
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "insights"]
+    assert variable["type"] == "textbox" and variable["query"].startswith("http")
+    urls = {link["url"] for link in dashboard["links"] if link["type"] == "link"}
+    assert "${insights}/reports" in urls
+    period = "from=${__from:date:YYYY-MM-DD}&to=${__to:date:YYYY-MM-DD}"
+    assert f"${{insights}}/v1/reports/cases.csv?{period}" in urls
+
+
+def test_the_outcomes_panels_lead_to_their_exact_figures_and_cases() -> None:
+    panels = {p["title"]: p for p in DASHBOARDS["closeloop-outcomes.json"]["panels"]}
+    for title, by in (("Feedback by root cause", "root_cause"), ("Cases opened by team", "team")):
+        urls = [link["url"] for link in panels[title]["links"]]
+        assert any(url.startswith(f"${{insights}}/v1/reports/summary?by={by}&") for url in urls)
+
+
+def test_the_pipeline_dashboard_shows_how_far_insights_reaches() -> None:
+    used = used_metrics(DASHBOARDS["closeloop-pipeline.json"])
+    assert {
+        "closeloop_insights_events_folded_total",
+        "closeloop_insights_latest_case_opened_timestamp_seconds",
+        "closeloop_insights_pending_settled_total",
+    } <= used
+
+
 def test_the_provisioned_datasource_is_the_default_prometheus() -> None:
     (source,) = manifests.load(
         DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
