@@ -3,7 +3,9 @@
 ``insights_cases`` holds one document per case: its facts (``CaseFacts``, folded from
 every event of the case), the fields reports filter and sort on, a revision, and the
 rollup deltas not yet added. ``insights_daily`` holds one document per day and
-combination of dimensions with the sums of the measures of the cases opened that day.
+combination of dimensions with the sums of the measures of the cases opened that day;
+``insights_daily_by`` the same sums per day and slice (the day's total, each value of
+each dimension, each pair of values of two dimensions).
 
 A case's facts and the deltas they cause are written in one update (against the revision
 they were folded from); each delta is then added to its rollup once: the rollup keeps the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +37,9 @@ from shared.envelope import Event
 
 CASES = "insights_cases"
 DAILY = "insights_daily"
-# The same sums per day and single dimension (and "all"): what reports filtered or
-# grouped on one dimension read, a few documents per day whatever the number of cases.
+# The same sums per day and slice: the day's total ("all"), each dimension's values, and
+# each pair of dimensions' values. What reports filtered and grouped on two dimensions at
+# most read: a bounded number of documents per day whatever the number of cases.
 DAILY_BY = "insights_daily_by"
 ALL = "all"
 LESSONS = "insights_lessons"
@@ -60,9 +64,29 @@ def rollup_id(day: date, dims: Mapping[str, str]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def single_rollup_id(day: date, dimension: str, value: str) -> str:
-    key = json.dumps([day.isoformat(), dimension, value], ensure_ascii=False)
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+# The slices every delta is added to: no dimension, each one, each pair (29 in all).
+SLICES: tuple[tuple[str, ...], ...] = (
+    (),
+    *((dimension,) for dimension in DIMENSIONS),
+    *itertools.combinations(DIMENSIONS, 2),
+)
+
+
+def slice_name(dimensions: Sequence[str]) -> str:
+    return "+".join(dimensions) or ALL
+
+
+def slice_rollups(day: date, dims: Mapping[str, str]) -> list[tuple[str, Document]]:
+    """The id and the identifying fields of each slice rollup a case of ``day`` with
+    ``dims`` counts in."""
+    out = []
+    for names in SLICES:
+        name = slice_name(names)
+        values = {dimension: dims[dimension] for dimension in names}
+        key = json.dumps([day.isoformat(), name, list(values.values())], ensure_ascii=False)
+        fields = {"day": _start_of(day), "dimension": name, **values}
+        out.append((hashlib.sha256(key.encode()).hexdigest()[:32], fields))
+    return out
 
 
 def _start_of(day: date) -> datetime:
@@ -83,9 +107,7 @@ class InsightsStore:
         for dimension in DIMENSIONS:
             await self.daily.create_index([(dimension, ASCENDING), ("day", ASCENDING)])
         await self.daily.create_index([("day", ASCENDING)])
-        await self.daily_by.create_index(
-            [("dimension", ASCENDING), ("day", ASCENDING), ("value", ASCENDING)]
-        )
+        await self.daily_by.create_index([("dimension", ASCENDING), ("day", ASCENDING)])
         await self.lessons.create_index([("recorded_at", ASCENDING)])
 
     # --- the projection --------------------------------------------------------------
@@ -165,7 +187,7 @@ class InsightsStore:
     async def _add(self, delta: Document) -> None:
         day = date.fromisoformat(delta["day"])
         key = rollup_id(day, delta["dims"])
-        await asyncio.gather(self._add_combination(delta, day, key), self._add_singles(delta, day))
+        await asyncio.gather(self._add_combination(delta, day, key), self._add_slices(delta, day))
 
     async def _add_combination(self, delta: Document, day: date, key: str) -> None:
         # The rollup exists and has this delta already: the insert of the upsert collides.
@@ -180,23 +202,19 @@ class InsightsStore:
                 upsert=True,
             )
 
-    async def _add_singles(self, delta: Document, day: date) -> None:
-        # To the day's total and each of its dimension's values, in one round trip.
-        singles = [(ALL, ALL), *((d, delta["dims"][d]) for d in DIMENSIONS)]
+    async def _add_slices(self, delta: Document, day: date) -> None:
+        # To the day's total, each dimension's value and each pair's, in one round trip.
         updates = [
             UpdateOne(
-                {
-                    "_id": single_rollup_id(day, d, v),
-                    "deltas": {"$ne": delta["id"]},
-                },
+                {"_id": key, "deltas": {"$ne": delta["id"]}},
                 {
                     "$inc": delta["measures"],
                     "$push": {"deltas": {"$each": [delta["id"]], "$slice": -REMEMBERED_DELTAS}},
-                    "$setOnInsert": {"day": _start_of(day), "dimension": d, "value": v},
+                    "$setOnInsert": fields,
                 },
                 upsert=True,
             )
-            for d, v in singles
+            for key, fields in slice_rollups(day, delta["dims"])
         ]
         try:
             await self.daily_by.bulk_write(updates, ordered=False)
@@ -231,7 +249,7 @@ class InsightsStore:
     ) -> dict[str, dict[str, float]]:
         """Sums of every measure per value of ``by`` (or ``"all"``) over the days from
         ``start`` to ``end`` (exclusive), among rollups matching ``filters``. A report on
-        one dimension at most reads the rollups per single dimension."""
+        two dimensions at most reads the slice rollups, more the combinations."""
         grouped = await self._grouped(start, end, filters, by, per_day=False)
         return {group: sums for (_, group), sums in grouped.items()}
 
@@ -262,22 +280,17 @@ class InsightsStore:
         *,
         per_day: bool,
     ) -> dict[tuple[date | None, str], dict[str, float]]:
-        single = _single_dimension(filters, by)
+        used = _slice_of(filters, by)
         days = {"$gte": _start_of(start), "$lt": _start_of(end)}
-        if single is not None:
-            collection, match = self.daily_by, _single_match(start, end, single, filters)
-        else:
-            collection, match = self.daily, {"day": days}
-            for dimension, values in filters.items():
-                match[dimension] = {"$in": list(values)}
+        collection = self.daily if used is None else self.daily_by
+        match: Document = {"day": days}
+        if used is not None:
+            match["dimension"] = slice_name(used)
+        for dimension, values in filters.items():
+            match[dimension] = {"$in": list(values)}
         totals: dict[tuple[date | None, str], dict[str, float]] = {}
         async for doc in collection.find(match, {"deltas": False}):
-            if by is None:
-                group = ALL
-            elif single is not None:
-                group = str(doc["value"])
-            else:
-                group = str(doc.get(by, "none"))
+            group = ALL if by is None else str(doc.get(by, "none"))
             day = doc["day"].date() if per_day else None
             _sum_into(totals.setdefault((day, group), {}), doc)
         return totals
@@ -401,7 +414,7 @@ class InsightsStore:
         return doc["opened_at"] if doc else None
 
 
-_NOT_MEASURES = frozenset({"_id", "day", "dimension", "value", "deltas", *DIMENSIONS})
+_NOT_MEASURES = frozenset({"_id", "day", "dimension", "deltas", *DIMENSIONS})
 
 
 def _sum_into(sums: dict[str, float], doc: Document) -> None:
@@ -410,25 +423,13 @@ def _sum_into(sums: dict[str, float], doc: Document) -> None:
             sums[name] = sums.get(name, 0.0) + value
 
 
-def _single_dimension(filters: Mapping[str, Sequence[str]], by: str | None) -> str | None:
-    """The one dimension a report filters or groups on ("all" for none), or None when it
-    needs the combinations."""
+def _slice_of(filters: Mapping[str, Sequence[str]], by: str | None) -> tuple[str, ...] | None:
+    """The slice a report reads (the dimensions it filters or groups on, two at most),
+    or None when it uses more and needs the combinations."""
     used = set(filters) | ({by} if by else set())
-    if not used:
-        return ALL
-    return used.pop() if len(used) == 1 else None
-
-
-def _single_match(
-    start: date, end: date, dimension: str, filters: Mapping[str, Sequence[str]]
-) -> Document:
-    match: Document = {
-        "dimension": dimension,
-        "day": {"$gte": _start_of(start), "$lt": _start_of(end)},
-    }
-    if dimension in filters:
-        match["value"] = {"$in": list(filters[dimension])}
-    return match
+    if len(used) > 2:
+        return None
+    return tuple(dimension for dimension in DIMENSIONS if dimension in used)
 
 
 def _query_fields(facts: CaseFacts) -> Document:

@@ -254,6 +254,9 @@ async def test_three_cases_give_the_figures_computed_by_hand_and_a_redelivery_ch
     again = await summary(insights, team, by="priority")
     assert again["total"] == EXPECTED
     assert again["groups"] == [{"priority": "P3", **EXPECTED}]
+    # Two dimensions read the pair slices, three the combinations: the same figures.
+    combined = await summary(insights, team, by="priority", channel="web")
+    assert combined["groups"] == again["groups"] and combined["total"] == EXPECTED
 
     period = {"from": "2025-06-09", "to": "2025-06-10", "team": team}
     trend = (await insights.get("/v1/reports/trend", params=period)).json()
