@@ -57,11 +57,19 @@ async def produce_raw(
         await producer.stop()
 
 
+def _parsed(record: ConsumerRecord[bytes, bytes]) -> Event[Any] | None:
+    try:
+        return from_record(record.key, record.value, record.headers or ())
+    except Exception:
+        return None
+
+
 class TopicReader:
     """Reads a topic from the beginning (its own throw-away group) and keeps every record."""
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
         self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._events: list[Event[Any] | None] = []  # records[i] parsed, None if not an event
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=bootstrap,
@@ -83,6 +91,9 @@ class TopicReader:
         batch = await self._consumer.getmany(timeout_ms=200)
         for messages in batch.values():
             self.records.extend(messages)
+            # Each record parsed once, as it arrives, not at every look: the services
+            # under test share this process's event loop with the waiting.
+            self._events.extend(_parsed(record) for record in messages)
 
     async def wait_for_record(
         self, match: Callable[[ConsumerRecord[bytes, bytes]], bool], timeout: float = 20.0
@@ -99,28 +110,21 @@ class TopicReader:
     async def wait_for(
         self, match: Callable[[Event[Any]], bool], timeout: float = 20.0
     ) -> Event[Any]:
-        def parsed_match(record: ConsumerRecord[bytes, bytes]) -> bool:
-            try:
-                event = from_record(record.key, record.value, record.headers or ())
-            except Exception:
-                return False
-            return match(event)
-
-        record = await self.wait_for_record(parsed_match, timeout)
-        return from_record(record.key, record.value, record.headers or ())
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self._events:
+                if event is not None and match(event):
+                    return event
+            if time.monotonic() > deadline:
+                raise TimeoutError("no matching record arrived")
+            await self._poll()
 
     async def collect(self, seconds: float) -> list[Event[Any]]:
         """Everything parseable that arrives within ``seconds``."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             await self._poll()
-        out = []
-        for record in self.records:
-            try:
-                out.append(from_record(record.key, record.value, record.headers or ()))
-            except Exception:
-                continue
-        return out
+        return [event for event in self._events if event is not None]
 
 
 async def metric_sum(http: httpx.AsyncClient, sample: str, **labels: str) -> float:
