@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from services.followup.app import build
 from services.followup.settings import FollowupSettings
 from shared.devstack import free_port
-from tests.e2e.test_survey_browser import CHROMIUM_ARGS, WAIT_MS, chromium
+from tests.e2e.conftest import CHROMIUM_ARGS, WAIT_MS, chromium
 from tests.integration.running import running
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from services.insights.app import build
 from services.insights.page import ReportPages
@@ -39,7 +39,7 @@ from shared.contracts import (
 )
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
-from tests.e2e.test_survey_browser import CHROMIUM_ARGS, WAIT_MS, chromium
+from tests.e2e.conftest import WAIT_MS
 from tests.integration.running import running
 from tests.integration.test_insights_service import KEY, WRITE_KEY, settings_for
 from tests.support import a_classification, a_customer, a_feedback, a_routing, eventually, produce
@@ -51,8 +51,6 @@ MONDAY = date(2025, 3, 10)
 BEFORE = MONDAY - timedelta(days=7)
 LAPTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}}
 PARCEL = "包裹一直没有送到，物流信息三天没有更新"
-
-expect.set_options(timeout=WAIT_MS)
 
 
 def cjk_fonts() -> list[str]:
@@ -207,19 +205,6 @@ async def insights(infra: Infra) -> AsyncIterator[Insights]:
         )
         assert recorded.status_code == 200, recorded.text
         yield Insights(url, api, weeks)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def signed_in(browser: Browser, locale: str) -> Page:

@@ -10,18 +10,16 @@ comes out on case.lifecycle. The browser is never downloaded: CLOSELOOP_CHROMIUM
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from pymongo import AsyncMongoClient
 
 from services.followup.app import build
@@ -31,12 +29,11 @@ from shared.contracts import Priority, Topic
 from shared.db import Document
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
+from tests.e2e.conftest import WAIT_MS
 from tests.integration.running import running
 from tests.integration.test_followup_store import API_KEY, FakeClock, followup_settings
 from tests.support import TopicReader, a_case_routed, a_feedback, a_routing, eventually, produce
 
-CHROMIUM = Path(os.environ.get("CLOSELOOP_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 # A phone: what most customers open the link on.
 PHONE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
@@ -44,36 +41,8 @@ PHONE: dict[str, Any] = {
     "is_mobile": True,
     "has_touch": True,
 }
-# Upper bounds for waiting on a loaded machine; they assert nothing about speed.
-WAIT_MS = 20_000
 TEXTS = SurveyPages().catalog
 ZH, EN = TEXTS.zh, TEXTS.en
-
-expect.set_options(timeout=WAIT_MS)
-
-
-def chromium() -> Path:
-    """The browser binary; a missing one fails the tests (never skips them)."""
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(
-            f"no chromium at {CHROMIUM}: the survey page is tested in Debian's chromium. "
-            "Run `make test` (as root it installs the package), or `apt-get install chromium`, "
-            "or point CLOSELOOP_CHROMIUM at a chromium binary."
-        )
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @asynccontextmanager
