@@ -49,6 +49,7 @@ class Topic(StrEnum):
     CASE_ROUTED = "case.routed"
     CASE_LIFECYCLE = "case.lifecycle"
     REPORT_WEEKLY = "report.weekly"
+    CUSTOMER_SIGNALS = "customer.signals"
 
     @property
     def dlq(self) -> str:
@@ -545,6 +546,52 @@ class WeeklyReport(EventData):
         return self.week
 
 
+class ScoreReason(Contract):
+    """One part of a customer's health score and what it adds (negative: takes away)."""
+
+    part: str = Field(description="The part's name in the loyalty policy")
+    points: float = Field(description="What the part adds to the score, rounded to 0.1")
+    reason: str = Field(description="In words, e.g. '-16.2: 2 delivery complaints ...'")
+
+
+class CustomerSignal(EventData):
+    """Base of the customer.signals events: insights' health score of a customer crossed
+    a threshold of the loyalty policy (docs/loyalty.md). Keyed by customer key."""
+
+    topic: ClassVar[Topic] = Topic.CUSTOMER_SIGNALS
+
+    customer_key: str
+    customer_tier: CustomerTier
+    score: float = Field(ge=0, le=100, description="The health score, 0 (leaving) to 100")
+    threshold: float = Field(description="The threshold it crossed")
+    crossing: int = Field(
+        ge=1,
+        description="The customer's how-manieth crossing (both ways counted): later ones "
+        "replace earlier ones, whatever order they arrive in",
+    )
+    reasons: list[ScoreReason] = Field(default_factory=list, description="Largest first")
+    open_case_ids: list[str] = Field(default_factory=list)
+    occurred_at: UtcDatetime
+
+    def partition_key(self) -> str:
+        return self.customer_key
+
+    def subject(self) -> str:
+        return self.customer_key
+
+
+class CustomerAtRisk(CustomerSignal):
+    """The score fell below the policy's ``at_risk_below``: a customer to win back."""
+
+    event_name: ClassVar[str] = "customer.at_risk"
+
+
+class CustomerRecovered(CustomerSignal):
+    """The score of an at-risk customer rose past the (higher) ``recovered_above``."""
+
+    event_name: ClassVar[str] = "customer.recovered"
+
+
 EVENT_MODELS: dict[str, type[EventData]] = {
     model.event_name: model
     for model in (
@@ -563,6 +610,8 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         CaseEscalated,
         CaseClosed,
         WeeklyReport,
+        CustomerAtRisk,
+        CustomerRecovered,
     )
 }
 

@@ -421,6 +421,7 @@ def launched(process: Process, port: int, timeout: float = 30.0) -> Process:
 CONSUMER_GROUPS: dict[str, tuple[Topic, ...]] = {
     "closeloop-classifier": (Topic.FEEDBACK_RECEIVED,),
     "closeloop-router": (Topic.FEEDBACK_CLASSIFIED, Topic.CASE_LIFECYCLE),
+    "closeloop-router-signals": (Topic.CUSTOMER_SIGNALS,),
     "closeloop-followup": (Topic.CASE_ROUTED,),
     "closeloop-insights": (Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE),
 }

@@ -21,7 +21,7 @@ KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 # Topics each consumer reads: its copies beyond their partitions would sit idle.
 CONSUMES = {
     "classifier": ["feedback.received"],
-    "router": ["feedback.classified", "case.lifecycle"],
+    "router": ["feedback.classified", "case.lifecycle", "customer.signals"],
     "followup": ["case.routed"],
     "insights": ["case.routed", "case.lifecycle"],
 }
@@ -154,8 +154,8 @@ def test_intake_scales_on_cpu_and_consumers_no_further_than_their_partitions(
 def test_the_consumers_table_matches_what_each_service_subscribes_to() -> None:
     for name, topics in CONSUMES.items():
         source = (ROOT / "services" / name / "app.py").read_text(encoding="utf-8")
-        (call,) = re.findall(r"service\.consume\(\s*\[([^\]]*)\]", source)
-        subscribed = re.findall(r"Topic\.(\w+)\.value", call)
+        calls = re.findall(r"service\.consume\(\s*\[([^\]]*)\]", source)
+        subscribed = [topic for call in calls for topic in re.findall(r"Topic\.(\w+)\.value", call)]
         assert sorted(t.upper().replace(".", "_") for t in topics) == sorted(subscribed), name
 
 

@@ -43,6 +43,7 @@ from shared.contracts import (
     CaseEvent,
     CaseRouted,
     Customer,
+    CustomerSignal,
     EventData,
     FeedbackClassified,
     FeedbackReceived,
@@ -65,6 +66,7 @@ PRODUCERS = {
     Topic.CASE_ROUTED: "/closeloop/router",
     Topic.CASE_LIFECYCLE: "/closeloop/followup",
     Topic.REPORT_WEEKLY: "/closeloop/insights",
+    Topic.CUSTOMER_SIGNALS: "/closeloop/insights",
 }
 # docs/events.md's envelope, each header once, nothing else.
 CE_HEADERS = {
@@ -346,14 +348,17 @@ def check_event(message: Message) -> Decoded:
 
 
 def subject_and_key(data: EventData) -> tuple[str, str]:
-    """docs/events.md: the subject is the feedback id on the feedback topics, else the case
-    id; the key is the customer key, except on case.lifecycle (the case id)."""
+    """docs/events.md: the subject is the feedback id on the feedback topics, the week on
+    report.weekly, the customer key on customer.signals, else the case id; the key is the
+    customer key, except on case.lifecycle (the case id) and report.weekly (the week)."""
     if isinstance(data, CaseEvent):
         return data.case_id, data.case_id
     if isinstance(data, CaseRouted):
         return data.case_id, data.feedback.customer_key
     if isinstance(data, WeeklyReport):
         return data.week, data.week
+    if isinstance(data, CustomerSignal):
+        return data.customer_key, data.customer_key
     assert isinstance(data, FeedbackReceived | FeedbackClassified), type(data)
     return data.feedback.feedback_id, data.feedback.customer_key
 
@@ -412,9 +417,14 @@ def check_topics(sent: Sent, messages: Sequence[Message]) -> None:
     assert missing(sent, ours) == []
     # Nothing of this run was dead-lettered but the poison. The weekly report is nobody's
     # run's: insights publishes last week's when it starts with a database of its own.
-    assert {m.topic for m in ours} == {*TOPICS, POISONED.dlq} - {Topic.REPORT_WEEKLY}
+    # This run's customers are not at risk (one complaint each): customer.signals holds
+    # other runs' customers only, when any.
+    not_ours = {Topic.REPORT_WEEKLY, Topic.CUSTOMER_SIGNALS}
+    assert {m.topic for m in ours} == {*TOPICS, POISONED.dlq} - not_ours
     reports = [check_event(m) for m in messages if m.topic == Topic.REPORT_WEEKLY]
     assert reports and all(isinstance(r.data, WeeklyReport) for r in reports)
+    signals = [check_event(m) for m in messages if m.topic == Topic.CUSTOMER_SIGNALS]
+    assert all(isinstance(s.data, CustomerSignal) for s in signals)
 
     events = [check_event(m) for m in ours if m.topic in TOPICS and m.key != sent.poison_key]
     # Deduplicating by ce_id is safe: a repeated id is the same event.

@@ -189,10 +189,16 @@ def test_events_left_are_from_the_committed_offset_to_the_end(
 def test_the_drained_groups_are_the_services_consumers_and_what_they_subscribe_to() -> None:
     found: dict[str, Any] = {}
     for app in sorted(ROOT.glob("services/*/app.py")):
-        calls = re.findall(r"service\.consume\(\s*\[([^\]]*)\]", app.read_text(encoding="utf-8"))
-        for call in calls:
-            topics = tuple(sorted(re.findall(r"Topic\.(\w+)\.value", call)))
-            found[f"closeloop-{app.parent.name}"] = topics
+        source = app.read_text(encoding="utf-8")
+        # Each consume call: its topics, and the group when it names one of its own (a
+        # function of the settings whose name ends the group: signals_group -> -signals).
+        for call in source.split("service.consume(")[1:]:
+            listed = re.match(r"\s*\[([^\]]*)\]", call)
+            assert listed is not None, app
+            topics = tuple(sorted(re.findall(r"Topic\.(\w+)\.value", listed[1])))
+            own = re.search(r"group=(\w+)_group\(", call)
+            suffix = f"-{own[1]}" if own else ""
+            found[f"closeloop-{app.parent.name}{suffix}"] = topics
     assert found == {
         group: tuple(sorted(topic.name for topic in topics))
         for group, topics in CONSUMER_GROUPS.items()
