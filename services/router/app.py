@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from services.router.api import router as api_router
 from services.router.config import RoutingPolicy, load_policy
 from services.router.flows import CaseRouter
-from services.router.handlers import make_batch_handlers, make_handlers
+from services.router.handlers import make_batch_handlers, make_handlers, make_signal_handlers
 from services.router.metrics import CALENDAR_HOLIDAYS_UNTIL
 from services.router.scheduled import run_sweeps
 from services.router.settings import RouterSettings
@@ -43,6 +43,11 @@ def observe_calendars(policy: RoutingPolicy, now: datetime) -> None:
                 name,
                 until.year - 1,
             )
+
+
+def signals_group(settings: RouterSettings) -> str:
+    """The consumer group of the customer.signals consumer: the router's, ``-signals``."""
+    return f"{settings.kafka_consumer_group or 'closeloop-router'}-signals"
 
 
 def build(settings: RouterSettings | None = None) -> Service:
@@ -80,6 +85,18 @@ def build(settings: RouterSettings | None = None) -> Service:
         [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value],
         make_handlers(case_router),
         batch_handlers=make_batch_handlers(case_router),
+    )
+    # customer.signals in a consumer group of their own: in the feedback consumer a signal
+    # would split the batches of feedback fetched with it (a batch is of one event type),
+    # take fetch room from feedback when insights publishes a burst (a rescoring sweep),
+    # and hold routing up while it is retried. On its own, a signal only waits for signals
+    # and its lag shows apart. No order is lost: feedback and signals are on different
+    # topics, so no consumer could order one after the other; a signal applies to the
+    # customer's next new case from when it is stored.
+    service.consume(
+        [Topic.CUSTOMER_SIGNALS.value],
+        make_signal_handlers(case_router),
+        group=signals_group(settings),
     )
     service.job(sweeps)
     return service

@@ -182,6 +182,11 @@ class RuleCondition(_Strict):
     channel: list[Channel] | None = None
     tier: list[CustomerTier] | None = None
     needs_review: bool | None = None
+    at_risk: bool | None = Field(
+        default=None,
+        description="true: only customers insights last said are at risk (customer.signals); "
+        "false: only the others",
+    )
 
     @property
     def matches_everything(self) -> bool:
@@ -192,6 +197,12 @@ class Rule(_Strict):
     name: str = Field(min_length=1)
     when: RuleCondition
     team: str
+    raise_priority: int = Field(
+        default=0,
+        ge=0,
+        description="Steps up for the cases this rule sends, after the matrix and the raises "
+        "by cause and channel; P1 stays P1",
+    )
 
 
 class LinkingPolicy(_Strict):
@@ -259,6 +270,12 @@ class RoutingPolicy(_Strict):
 
     def team(self, team_id: str) -> Team:
         return next(t for t in self.teams if t.id == team_id)
+
+    @property
+    def uses_at_risk(self) -> bool:
+        """Whether a rule looks at the customer's standing: without one, the router need
+        not read it."""
+        return any(rule.when.at_risk is not None for rule in self.rules)
 
     def has_team(self, team_id: str) -> bool:
         return any(t.id == team_id for t in self.teams)

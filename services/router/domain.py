@@ -1,4 +1,5 @@
-"""Routing decisions: priority, team, deadlines, eligible agents, re-routes and links.
+"""Routing decisions: priority, team, deadlines, eligible agents, re-routes and links, and
+the customers' standing (at risk or not) that insights' customer.signals tell.
 
 Pure functions over the policy and the event contracts; the caller passes ``now``.
 Every decision carries a human-readable reason that travels in ``case.routed``.
@@ -16,10 +17,13 @@ from services.router.business_time import add_business_time
 from services.router.config import RoutingPolicy, Rule
 from shared.contracts import (
     Classification,
+    CustomerAtRisk,
+    CustomerSignal,
     Feedback,
     Priority,
     RootCause,
     Routing,
+    ScoreReason,
     Urgency,
 )
 from shared.envelope import derive_id
@@ -59,25 +63,34 @@ class Decision:
 
 
 def decide_priority(
-    policy: RoutingPolicy, feedback: Feedback, classification: Classification
+    policy: RoutingPolicy,
+    feedback: Feedback,
+    classification: Classification,
+    rule: Rule | None = None,
 ) -> tuple[Priority, str]:
-    """The matrix cell for (urgency, tier), raised by root cause and channel reach."""
+    """The matrix cell for (urgency, tier), raised by root cause, channel reach and the
+    rule that picked the team."""
     tier, urgency = feedback.customer.tier, classification.urgency
     cell = policy.priority.matrix[urgency][tier]
     cause_steps = policy.priority.raise_by_cause.get(classification.root_cause, 0)
     channel_steps = policy.priority.raise_by_channel.get(feedback.channel, 0)
-    priority = raise_priority(cell, cause_steps + channel_steps)
+    rule_steps = rule.raise_priority if rule is not None else 0
+    priority = raise_priority(cell, cause_steps + channel_steps + rule_steps)
     parts = [f"urgency {urgency.value} for a {tier.value} customer gives {cell.value}"]
     if cause_steps:
         parts.append(f"root cause {classification.root_cause.value} raises {cause_steps}")
     if channel_steps:
         parts.append(f"public channel {feedback.channel.value} raises {channel_steps}")
+    if rule is not None and rule_steps:
+        parts.append(f"rule {rule.name} raises {rule_steps}")
     if priority is not cell:
         parts.append(f"so {priority.value}")
     return priority, ", ".join(parts)
 
 
-def rule_matches(rule: Rule, feedback: Feedback, classification: Classification) -> bool:
+def rule_matches(
+    rule: Rule, feedback: Feedback, classification: Classification, *, at_risk: bool = False
+) -> bool:
     when = rule.when
     checks = [
         when.urgency is None or classification.urgency in when.urgency,
@@ -86,19 +99,72 @@ def rule_matches(rule: Rule, feedback: Feedback, classification: Classification)
         when.channel is None or feedback.channel in when.channel,
         when.tier is None or feedback.customer.tier in when.tier,
         when.needs_review is None or classification.needs_review == when.needs_review,
+        when.at_risk is None or at_risk == when.at_risk,
     ]
     return all(checks)
 
 
-def decide(policy: RoutingPolicy, feedback: Feedback, classification: Classification) -> Decision:
-    """Priority and team of a new case, with the rule that picked the team."""
-    priority, priority_reason = decide_priority(policy, feedback, classification)
+AT_RISK_REASON = "customer at risk (insights' health score)"
+
+
+def decide(
+    policy: RoutingPolicy,
+    feedback: Feedback,
+    classification: Classification,
+    *,
+    at_risk: bool = False,
+) -> Decision:
+    """Priority and team of a new case, with the rule that picked the team. ``at_risk``:
+    insights last said the customer is at risk (customer.signals)."""
     # The policy validates that the last rule matches everything.
-    rule = next(r for r in policy.rules if rule_matches(r, feedback, classification))
-    reason = (
-        f"priority {priority.value}: {priority_reason}; rule {rule.name} sends it to {rule.team}"
+    rule = next(
+        r for r in policy.rules if rule_matches(r, feedback, classification, at_risk=at_risk)
     )
+    priority, priority_reason = decide_priority(policy, feedback, classification, rule)
+    sends = f"rule {rule.name} sends it to {rule.team}"
+    if rule.when.at_risk:
+        team_reason = f"{AT_RISK_REASON}: {sends}"
+    elif at_risk:
+        # A rule before any at-risk one took the case: its owner should still know.
+        team_reason = f"{sends}; {AT_RISK_REASON}"
+    else:
+        team_reason = sends
+    reason = f"priority {priority.value}: {priority_reason}; {team_reason}"
     return Decision(priority=priority, team=rule.team, rule=rule.name, reason=reason)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What insights last said of a customer on customer.signals: at risk or not, as of
+    its ``crossing``-th crossing of the health-score thresholds. A later crossing replaces
+    an earlier one whatever order they arrive in; an older or the same one changes
+    nothing."""
+
+    customer_key: str
+    at_risk: bool
+    crossing: int
+    since: datetime
+    """When the score crossed the threshold."""
+    score: float
+    reasons: tuple[ScoreReason, ...]
+    """The largest parts of the score, largest first."""
+    signal_id: str
+    """The customer.signals event it comes from."""
+
+
+TOP_REASONS = 3
+
+
+def standing_from_signal(signal: CustomerSignal, event_id: str) -> Standing:
+    return Standing(
+        customer_key=signal.customer_key,
+        at_risk=isinstance(signal, CustomerAtRisk),
+        crossing=signal.crossing,
+        since=signal.occurred_at,
+        score=signal.score,
+        reasons=tuple(signal.reasons[:TOP_REASONS]),
+        signal_id=event_id,
+    )
 
 
 def deadlines(

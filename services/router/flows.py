@@ -41,13 +41,16 @@ from services.router.domain import (
     priority_rank,
     queued_reason,
     share_out,
+    standing_from_signal,
 )
 from services.router.metrics import (
     AGENT_RELEASES,
     ASSIGNMENT_LATENCY,
+    AT_RISK_CASES,
     CASES_LINKED,
     CASES_QUEUED,
     CASES_ROUTED,
+    CUSTOMER_SIGNALS,
     REROUTES,
     TEAM_QUEUE_DEPTH,
     observe_agent,
@@ -63,6 +66,7 @@ from shared.clock import utcnow
 from shared.contracts import (
     CaseRouted,
     Classification,
+    CustomerSignal,
     Feedback,
     FeedbackClassified,
     Routing,
@@ -120,6 +124,8 @@ class OpenPlan:
     data: FeedbackClassified
     decision: Decision
     eligibility: Eligibility
+    at_risk: bool
+    """Whether the customer was at risk when the case was planned."""
 
     @property
     def feedback(self) -> Feedback:
@@ -343,14 +349,16 @@ class CaseRouter:
         now: datetime,
     ) -> list[Event[Any]]:
         plan = self._plan_open(
-            case_id, FeedbackClassified(feedback=feedback, classification=classification)
+            case_id,
+            FeedbackClassified(feedback=feedback, classification=classification),
+            at_risk=await self._at_risk(feedback.customer_key),
         )
         agent = await self._take(case_id, plan.eligibility.agent_ids)
         event = self._opened_event(plan, agent, now)
         stored, created = await self.store.insert_case(new_case(event.data, event, now))
         if not created:
             return await self._opened_elsewhere(stored, agent)
-        await self._case_opened(event, agent, now)
+        await self._case_opened(event, agent, now, at_risk=plan.at_risk)
         # An earlier attempt, or a copy racing on the same feedback, may hold a place
         # for this case: free it, and serve the queue it may have kept a case from.
         routing = event.data.routing
@@ -359,13 +367,24 @@ class CaseRouter:
             await self.drain(team)
         return [event]
 
-    def _plan_open(self, case_id: str, data: FeedbackClassified) -> OpenPlan:
+    def _plan_open(self, case_id: str, data: FeedbackClassified, *, at_risk: bool) -> OpenPlan:
         feedback, classification = data.feedback, data.classification
-        decision = decide(self.policy, feedback, classification)
+        decision = decide(self.policy, feedback, classification, at_risk=at_risk)
         eligibility = eligible_agents(
             self.policy, decision.team, feedback.language, classification.root_cause
         )
-        return OpenPlan(case_id, data, decision, eligibility)
+        return OpenPlan(case_id, data, decision, eligibility, at_risk)
+
+    async def _at_risk(self, customer_key: str) -> bool:
+        """The customer's standing, for a new case; not read when no rule looks at it."""
+        if not self.policy.uses_at_risk:
+            return False
+        return await self.store.customer_at_risk(customer_key)
+
+    async def _at_risk_among(self, customer_keys: Sequence[str]) -> set[str]:
+        if not self.policy.uses_at_risk or not customer_keys:
+            return set()
+        return await self.store.customers_at_risk(customer_keys)
 
     def _opened_event(
         self, plan: OpenPlan, agent: dict[str, Any] | None, now: datetime
@@ -413,10 +432,17 @@ class CaseRouter:
         return [event_from_history(entry)]
 
     async def _case_opened(
-        self, event: Event[CaseRouted], agent: dict[str, Any] | None, now: datetime
+        self,
+        event: Event[CaseRouted],
+        agent: dict[str, Any] | None,
+        now: datetime,
+        *,
+        at_risk: bool,
     ) -> None:
         routing = event.data.routing
         CASES_ROUTED.labels(routing.priority.value, routing.team).inc()
+        if at_risk:
+            AT_RISK_CASES.labels(routing.rule).inc()
         await self._observe_assignment(routing, agent, now)
         log.info(
             "case routed",
@@ -427,6 +453,7 @@ class CaseRouter:
                 "team": routing.team,
                 "agent": routing.agent,
                 "rule": routing.rule,
+                "at_risk": at_risk,
             },
         )
 
@@ -436,9 +463,11 @@ class CaseRouter:
         """What ``route_feedback`` does for each, in order, in four database round trips
         for a run of feedback from different customers: one read of those customers'
         cases, one of the agents who may take them, one conditional update of those
-        agents and one insert of the new cases. A customer's second feedback starts a new
-        run (it may link to the case the first opened); the unusual (a related case, a
-        redelivery, a race with another router copy) goes one by one."""
+        agents and one insert of the new cases; five when a rule looks at whether the
+        customer is at risk: one read of the standing of the customers with new cases.
+        A customer's second feedback starts a new run (it may link to the case the first
+        opened); the unusual (a related case, a redelivery, a race with another router
+        copy) goes one by one."""
         events: list[Event[Any]] = []
         run: list[FeedbackClassified] = []
         customers: set[str] = set()
@@ -462,7 +491,7 @@ class CaseRouter:
         now = self.clock()
         events: list[Event[Any]] = []
         one_by_one: list[FeedbackClassified] = []
-        to_open: list[OpenPlan] = []
+        to_plan: list[tuple[str, FeedbackClassified]] = []
         known = await self.store.cases_of_customers([d.feedback.customer_key for d in run])
         for data in run:
             feedback, classification = data.feedback, data.classification
@@ -476,7 +505,7 @@ class CaseRouter:
             cutoff = link_cutoff(self.policy, feedback)
             target = customer_case(known, feedback, classification, case_id, cutoff)
             if target is None:
-                to_open.append(self._plan_open(case_id, data))
+                to_plan.append((case_id, data))
                 continue
             why = same_cause_reason(target, classification, self.policy)
             with log_context(feedback_id=feedback.feedback_id, customer_key=feedback.customer_key):
@@ -485,6 +514,12 @@ class CaseRouter:
                 one_by_one.append(data)
             else:
                 events += linked
+        # One read of the standing for every new case of the run; links need none.
+        at_risk = await self._at_risk_among([data.feedback.customer_key for _, data in to_plan])
+        to_open = [
+            self._plan_open(case_id, data, at_risk=data.feedback.customer_key in at_risk)
+            for case_id, data in to_plan
+        ]
         if to_open:
             opened, left = await self._open_cases(to_open, now)
             events += opened
@@ -558,7 +593,7 @@ class CaseRouter:
                     unsettled.add(case_id)
         # Each case names its agent at the load right after taking it.
         running = dict(before)
-        opened: list[tuple[Event[CaseRouted], dict[str, Any] | None]] = []
+        opened: list[tuple[Event[CaseRouted], dict[str, Any] | None, bool]] = []
         for plan in plans:
             if plan.case_id not in chosen:
                 continue
@@ -569,13 +604,13 @@ class CaseRouter:
                 agent = {**agents[taker], "load": running[taker]}
             elif taker is not None:
                 agent = agents[taker]
-            opened.append((self._opened_event(plan, agent, now), agent))
-        created = await self.store.insert_cases([new_case(e.data, e, now) for e, _ in opened])
+            opened.append((self._opened_event(plan, agent, now), agent, plan.at_risk))
+        created = await self.store.insert_cases([new_case(e.data, e, now) for e, _, _ in opened])
         events: list[Event[Any]] = []
-        for event, agent in opened:
+        for event, agent, at_risk in opened:
             case_id = event.data.case_id
             if case_id in created:
-                await self._case_opened(event, agent, now)
+                await self._case_opened(event, agent, now, at_risk=at_risk)
                 events.append(event)
                 continue
             stored = await self.store.get_case(case_id)
@@ -784,6 +819,24 @@ class CaseRouter:
             AGENT_RELEASES.inc()
             observe_agent(agent)
         return {str(agent["team"]) for agent in agents}
+
+    # --- customer.signals -------------------------------------------------------------
+
+    async def apply_signal(self, event_id: str, signal: CustomerSignal) -> bool:
+        """Keep the customer's standing for the routing of their next new case: once per
+        crossing, the latest crossing winning. False for a stale signal."""
+        standing = standing_from_signal(signal, event_id)
+        applied = await self.store.apply_standing(standing)
+        CUSTOMER_SIGNALS.labels(signal.event_name, "applied" if applied else "stale").inc()
+        log.info(
+            "customer standing applied" if applied else "stale customer signal ignored",
+            extra={
+                "customer_key": signal.customer_key,
+                "at_risk": standing.at_risk,
+                "crossing": standing.crossing,
+            },
+        )
+        return applied
 
     # --- resolution and closure ---------------------------------------------------
 

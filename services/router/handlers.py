@@ -1,6 +1,7 @@
 """Router handlers, one per consumed event type: feedback.classified opens or links a
 case; case.lifecycle frees agents (resolved, closed) and routes cases again (reopened,
-escalated, sla.breached)."""
+escalated, sla.breached); customer.signals (at_risk, recovered) keep the customers'
+standing that routing rules can match."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from shared.contracts import (
     CaseEscalated,
     CaseReopened,
     CaseResolved,
+    CustomerAtRisk,
+    CustomerRecovered,
+    CustomerSignal,
     FeedbackClassified,
     SlaBreached,
 )
@@ -72,4 +76,16 @@ def make_handlers(router: CaseRouter) -> dict[str, Handler]:
         CaseReopened.event_name: on_case_reopened,
         CaseEscalated.event_name: on_case_escalated,
         SlaBreached.event_name: on_sla_breached,
+    }
+
+
+def make_signal_handlers(router: CaseRouter) -> dict[str, Handler]:
+    async def on_customer_signal(event: Event[Any]) -> Sequence[Event[Any]]:
+        signal: CustomerSignal = event.data
+        await router.apply_signal(event.id, signal)
+        return []
+
+    return {
+        CustomerAtRisk.event_name: on_customer_signal,
+        CustomerRecovered.event_name: on_customer_signal,
     }

@@ -41,6 +41,17 @@ CASES_LINKED = Counter(
 AGENT_RELEASES = Counter(
     "closeloop_agent_releases_total", "Resolved, closed or moved cases that freed an agent"
 )
+CUSTOMER_SIGNALS = Counter(
+    "closeloop_router_customer_signals_total",
+    "customer.signals events taken, by event and outcome: applied (a later crossing than "
+    "the stored one) or stale (the same or an earlier one: redelivered or late, ignored)",
+    ["event", "outcome"],
+)
+AT_RISK_CASES = Counter(
+    "closeloop_at_risk_cases_routed_total",
+    "New cases of customers at risk (customer.signals), by the rule that picked their team",
+    ["rule"],
+)
 
 CALENDAR_HOLIDAYS_UNTIL = Gauge(
     "closeloop_calendar_holidays_until_timestamp_seconds",

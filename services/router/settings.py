@@ -28,7 +28,7 @@ class RouterSettings(ServiceSettings):
         ge=0,
         le=5_000,
         description="As for every service (50 ms elsewhere): a batch costs the router three "
-        "or four database round trips whatever its size, so it waits longer for a batch",
+        "to five database round trips whatever its size, so it waits longer for a batch",
     )
     kafka_batch_linger_records: int = Field(
         default=10,

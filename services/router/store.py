@@ -11,6 +11,13 @@ it waits in, and ``history``, every ``case.routed`` emitted for the case keyed b
 caused it, so a redelivered cause emits the same event again. Changes are conditional
 on ``version`` (optimistic concurrency). ``outbox`` lists history entries not yet
 published.
+
+Customers (collection ``router_customers``): each customer's standing as insights last
+told it on customer.signals: ``_id`` is the customer key, ``at_risk``, ``crossing`` (the
+customer's n-th crossing), ``since``, ``score``, the top ``reasons`` and ``signal_id``.
+A standing is written only over one of a lower crossing, so redelivered, late and
+concurrent signals leave the latest; a recovered customer's document stays, to keep its
+crossing (a few hundred bytes per customer who was ever at risk).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.router.config import RoutingPolicy
-from shared.contracts import CaseRouted
+from services.router.domain import Standing
+from shared.contracts import CaseRouted, ScoreReason
 from shared.db import Document, insert_new
 from shared.envelope import Event
 
@@ -67,6 +75,7 @@ class RouterStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.agents = db["router_agents"]
         self.cases = db["router_routings"]
+        self.customers = db["router_customers"]
         self.agent_writes = 0
         """Changes this store made to agents: a snapshot of the agents read before the
         last change may be stale."""
@@ -84,6 +93,7 @@ class RouterStore:
             [("waiting_in", ASCENDING), ("priority_rank", ASCENDING), ("queued_at", ASCENDING)]
         )
         await self.cases.create_index("outbox.at", sparse=True)
+        # router_customers is read by ``_id`` only: its own index serves it.
 
     # --- agents -------------------------------------------------------------------
 
@@ -369,3 +379,56 @@ class RouterStore:
         await self.cases.update_one(
             {"_id": case_id}, {"$pull": {"outbox": {"key": {"$in": list(keys)}}}}
         )
+
+    # --- customers' standing ----------------------------------------------------------
+
+    async def apply_standing(self, standing: Standing) -> bool:
+        """Store the standing unless the one stored is of the same or a later crossing.
+        One conditional upsert; True if it applied. A redelivered or late signal changes
+        nothing, whatever order signals arrive in and however many copies apply them."""
+        newer = {"_id": standing.customer_key, "crossing": {"$lt": standing.crossing}}
+        change = {
+            "$set": {
+                "at_risk": standing.at_risk,
+                "crossing": standing.crossing,
+                "since": standing.since,
+                "score": standing.score,
+                "reasons": [reason.model_dump(mode="json") for reason in standing.reasons],
+                "signal_id": standing.signal_id,
+            }
+        }
+        try:
+            result = await self.customers.update_one(newer, change, upsert=True)
+        except DuplicateKeyError:
+            # The filter matched nothing and the insert found the customer: a standing of
+            # the same or a later crossing, or one of an earlier crossing that another
+            # copy inserted in between. Without the insert, the filter tells which.
+            result = await self.customers.update_one(newer, change)
+        return result.modified_count == 1 or result.upserted_id is not None
+
+    async def standing_of(self, customer_key: str) -> Standing | None:
+        doc = await self.customers.find_one({"_id": customer_key})
+        if doc is None:
+            return None
+        return Standing(
+            customer_key=str(doc["_id"]),
+            at_risk=bool(doc["at_risk"]),
+            crossing=int(doc["crossing"]),
+            since=doc["since"],
+            score=float(doc["score"]),
+            reasons=tuple(ScoreReason.model_validate(r) for r in doc.get("reasons", [])),
+            signal_id=str(doc["signal_id"]),
+        )
+
+    async def customer_at_risk(self, customer_key: str) -> bool:
+        found = await self.customers.find_one({"_id": customer_key, "at_risk": True}, {"_id": 1})
+        return found is not None
+
+    async def customers_at_risk(self, customer_keys: Sequence[str]) -> set[str]:
+        """Those of ``customer_keys`` at risk, in one read."""
+        if not customer_keys:
+            return set()
+        cursor = self.customers.find(
+            {"_id": {"$in": sorted(set(customer_keys))}, "at_risk": True}, {"_id": 1}
+        )
+        return {str(doc["_id"]) async for doc in cursor}

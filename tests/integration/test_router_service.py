@@ -1,5 +1,6 @@
 """The router as a running service: events in and out over the real broker, its HTTP
-API for agents and team queues, and its metrics."""
+API for agents and team queues, its metrics, and customer.signals that change where an
+at-risk customer's next case goes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.router.app import build
+from services.router.app import build, signals_group
 from services.router.config import CalendarPolicy, RoutingPolicy
 from services.router.domain import case_id_for
 from services.router.settings import RouterSettings
@@ -24,8 +25,10 @@ from shared.contracts import (
     CaseReopened,
     CaseResolved,
     CaseRouted,
+    Customer,
     FeedbackClassified,
     Priority,
+    RootCause,
     Topic,
     Urgency,
 )
@@ -36,7 +39,17 @@ from shared.runtime import Service
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_router_flows import NOW, small_policy
-from tests.support import TopicReader, a_classification, a_feedback, http_routes, produce
+from tests.integration.test_router_signals import a_signal, with_retention
+from tests.support import (
+    TopicReader,
+    a_classification,
+    a_customer,
+    a_feedback,
+    eventually,
+    http_routes,
+    metric_sum,
+    produce,
+)
 
 ROUTER_TOPICS = (Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value)
 
@@ -62,6 +75,13 @@ async def start_group_at_end(bootstrap: str, group: str, topics: tuple[str, ...]
         await consumer.commit({tp: await consumer.position(tp) for tp in partitions})
     finally:
         await consumer.stop()
+
+
+async def start_router_at_end(bootstrap: str, group: str) -> None:
+    """Both of the router's groups: its own and that of its customer.signals consumer."""
+    await start_group_at_end(bootstrap, group, ROUTER_TOPICS)
+    signals = RouterSettings(kafka_consumer_group=group)
+    await start_group_at_end(bootstrap, signals_group(signals), (Topic.CUSTOMER_SIGNALS.value,))
 
 
 HOLIDAY = date(2026, 10, 1)
@@ -104,7 +124,7 @@ def router_settings(
 @pytest.fixture
 async def router(infra: Infra, database_name: str, tmp_path: Path) -> AsyncIterator[Service]:
     group = f"router-test-{uuid.uuid4().hex[:8]}"
-    await start_group_at_end(infra.bootstrap, group, ROUTER_TOPICS)
+    await start_router_at_end(infra.bootstrap, group)
     policy = small_policy(desk=2, capacity=1)
     # A calendar no team uses, listing a 2026 holiday: its end shows in the metrics.
     office = CalendarPolicy(time_zone="UTC", hours={"mon": ["09:00-18:00"]}, holidays=[HOLIDAY])
@@ -132,9 +152,14 @@ async def routed(infra: Infra) -> AsyncIterator[TopicReader]:
         yield reader
 
 
-def classified(urgency: Urgency) -> Event[FeedbackClassified]:
+def classified(
+    urgency: Urgency,
+    customer: Customer | None = None,
+    cause: RootCause = RootCause.DELIVERY,
+) -> Event[FeedbackClassified]:
     data = FeedbackClassified(
-        feedback=a_feedback(), classification=a_classification(urgency=urgency)
+        feedback=a_feedback(customer=customer),
+        classification=a_classification(cause, urgency=urgency),
     )
     return new_event(data, source="/test", cause=uuid.uuid4().hex)
 
@@ -327,3 +352,67 @@ async def test_wrong_keys_from_one_address_get_429_with_retry_after_for_that_add
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
         other = {"X-Forwarded-For": "198.51.100.8", "X-API-Key": WRITE_KEY}
         assert (await http.get("/v1/agents", headers=other)).status_code == 200
+
+
+@pytest.fixture
+async def retention_router(
+    infra: Infra, database_name: str, tmp_path: Path
+) -> AsyncIterator[Service]:
+    group = f"router-test-{uuid.uuid4().hex[:8]}"
+    await start_router_at_end(infra.bootstrap, group)
+    policy_file = write_policy(tmp_path, with_retention(small_policy(desk=2, capacity=3)))
+    async with running(build(router_settings(infra, database_name, policy_file, group))) as svc:
+        yield svc
+
+
+async def test_an_at_risk_customer_goes_to_retention_until_a_later_crossing_says_recovered(
+    infra: Infra, retention_router: Service, routed: TopicReader
+) -> None:
+    base = f"http://127.0.0.1:{retention_router.settings.http_port}"
+    store = retention_router.app.state.router.store
+    kept, other = a_customer(), a_customer()
+    into = a_signal(kept.key, 1)
+    await produce(infra.bootstrap, [into])
+    await eventually(lambda: store.customer_at_risk(kept.key), timeout=30)
+
+    first, usual = classified(Urgency.MEDIUM, kept), classified(Urgency.MEDIUM, other)
+    await produce(infra.bootstrap, [first, usual])
+    risky = (await routed_case(routed, case_of(first))).routing
+    normal = (await routed_case(routed, case_of(usual))).routing
+    assert (normal.team, normal.priority) == ("desk", Priority.P3)
+    assert (risky.team, risky.rule, risky.priority) == (
+        "retention",
+        "at-risk-to-retention",
+        Priority.P2,
+    )
+    assert "customer at risk (insights' health score)" in risky.reason
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        stale_before = await metric_sum(
+            http,
+            "closeloop_router_customer_signals_total",
+            event="customer.at_risk",
+            outcome="stale",
+        )
+        # Recovered (the second crossing), then the first crossing delivered again late.
+        await produce(infra.bootstrap, [a_signal(kept.key, 2), into])
+
+        async def both_taken() -> bool:
+            stale = await metric_sum(
+                http,
+                "closeloop_router_customer_signals_total",
+                event="customer.at_risk",
+                outcome="stale",
+            )
+            return stale > stale_before
+
+        await eventually(both_taken, timeout=30)
+    standing = await store.standing_of(kept.key)
+    assert standing is not None and (standing.at_risk, standing.crossing) == (False, 2)
+
+    # Another cause, so that it opens a case instead of joining the one in retention.
+    later = classified(Urgency.MEDIUM, kept, RootCause.BILLING)
+    await produce(infra.bootstrap, [later])
+    again = (await routed_case(routed, case_of(later))).routing
+    assert (again.team, again.rule, again.priority) == ("desk", "everything-to-desk", Priority.P3)
+    assert "at risk" not in again.reason

@@ -28,8 +28,21 @@ def write_policy(tmp_path: Path, change: dict[str, object] | None = None, **patc
 
 def test_the_shipped_policy_is_valid() -> None:
     policy = load_policy()
-    assert {team.id for team in policy.teams} >= {"escalations", "triage"}
+    assert {team.id for team in policy.teams} >= {"escalations", "triage", "retention"}
     assert policy.linking.window_days == 14
+
+
+def test_the_shipped_at_risk_rule_comes_after_critical_and_before_unsure() -> None:
+    policy = load_policy()
+    names = [rule.name for rule in policy.rules]
+    assert names[:3] == ["critical-to-escalations", "at-risk-to-retention", "unsure-to-triage"]
+    rule = policy.rules[1]
+    assert (rule.when.at_risk, rule.team, rule.raise_priority) == (True, "retention", 1)
+    assert all(r.raise_priority == 0 for r in policy.rules if r is not rule)
+    retention = policy.team("retention")
+    assert (retention.calendar, retention.escalation_team) == ("china-office", "escalations")
+    assert len(retention.agents) == 2
+    assert all(set(agent.languages) == {"zh", "en"} for agent in retention.agents)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +60,9 @@ def test_the_shipped_policy_is_valid() -> None:
         ({"priority.matrix.low": {"standard": "P4"}}, r"matrix\.low needs a priority for"),
         ({"sla_hours.P1": {"first_response": 9, "resolution": 8}}, r"resolution must not"),
         ({"linking.window_days": 0}, r"linking\.window_days"),
+        ({"rules.1.raise_priority": -1}, r"rules\.1\.raise_priority"),
+        ({"rules.1.when.at_risk": "maybe"}, r"rules\.1\.when\.at_risk"),
+        ({"rules.1.when.at_risk_score": 40}, r"rules\.1\.when\.at_risk_score"),
     ],
 )
 def test_a_bad_policy_fails_naming_the_field(

@@ -1,4 +1,5 @@
-"""Routing decisions: priority matrix, rules, skills, deadlines, re-routes and links."""
+"""Routing decisions: priority matrix, rules, skills, deadlines, re-routes and links, and
+the customers' standing from customer.signals."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.router.config import load_policy
+from services.router.config import RoutingPolicy, Rule, load_policy
 from services.router.domain import (
     case_id_for,
     deadlines,
@@ -21,15 +22,20 @@ from services.router.domain import (
     link_routing,
     priority_rank,
     raise_priority,
+    rule_matches,
+    standing_from_signal,
 )
 from shared.contracts import (
     Channel,
     Classification,
     Customer,
+    CustomerAtRisk,
+    CustomerRecovered,
     CustomerTier,
     Feedback,
     Priority,
     RootCause,
+    ScoreReason,
     Urgency,
 )
 from shared.envelope import derive_id
@@ -220,3 +226,132 @@ def test_linked_feedback_no_more_urgent_leaves_the_priority() -> None:
 
 def test_a_new_case_id_is_derived_from_the_feedback_id() -> None:
     assert case_id_for("f-1") == derive_id("case", "f-1") == case_id_for("f-1")
+
+
+# --- customers at risk (customer.signals) ---------------------------------------------
+
+
+def with_rules(*rules: dict[str, object]) -> RoutingPolicy:
+    """The shipped policy with these rules before a catch-all to triage."""
+    data = POLICY.model_dump(mode="json")
+    data["rules"] = [*rules, {"name": "fallback", "when": {}, "team": "triage"}]
+    return RoutingPolicy.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("condition", "at_risk", "matches"),
+    [
+        (True, True, True),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (None, True, True),
+        (None, False, True),
+    ],
+)
+def test_an_at_risk_condition_matches_only_customers_of_that_standing(
+    condition: bool | None, at_risk: bool, matches: bool
+) -> None:
+    rule = Rule.model_validate({"name": "r", "when": {"at_risk": condition}, "team": "triage"})
+    assert rule_matches(rule, *case(RootCause.BILLING, Urgency.LOW), at_risk=at_risk) is matches
+
+
+def test_the_shipped_policy_sends_an_at_risk_customer_to_retention_one_priority_higher() -> None:
+    feedback, classification = case(RootCause.DELIVERY, Urgency.MEDIUM)
+    usual = decide(POLICY, feedback, classification)
+    at_risk = decide(POLICY, feedback, classification, at_risk=True)
+    assert (usual.team, usual.rule, usual.priority) == ("logistics", "delivery", Priority.P3)
+    assert (at_risk.team, at_risk.rule, at_risk.priority) == (
+        "retention",
+        "at-risk-to-retention",
+        Priority.P2,
+    )
+    assert at_risk.reason == (
+        "priority P2: urgency medium for a standard customer gives P3, rule "
+        "at-risk-to-retention raises 1, so P2; customer at risk (insights' health score): "
+        "rule at-risk-to-retention sends it to retention"
+    )
+    assert "at risk" not in usual.reason
+
+
+def test_an_at_risk_customer_unsure_classification_goes_to_retention_not_triage() -> None:
+    decision = decide(
+        POLICY, *case(RootCause.DELIVERY, Urgency.LOW, needs_review=True), at_risk=True
+    )
+    assert (decision.team, decision.priority) == ("retention", Priority.P3)
+
+
+def test_a_critical_complaint_of_an_at_risk_customer_still_goes_to_escalations_and_says_so() -> (
+    None
+):
+    decision = decide(POLICY, *case(RootCause.BILLING, Urgency.CRITICAL), at_risk=True)
+    assert (decision.team, decision.rule, decision.priority) == (
+        "escalations",
+        "critical-to-escalations",
+        Priority.P1,
+    )
+    assert decision.reason.endswith(
+        "rule critical-to-escalations sends it to escalations; customer at risk (insights' "
+        "health score)"
+    )
+    assert "raises" not in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("urgency", "tier", "steps", "priority"),
+    [
+        (Urgency.LOW, CustomerTier.STANDARD, 0, Priority.P4),
+        (Urgency.LOW, CustomerTier.STANDARD, 1, Priority.P3),
+        (Urgency.LOW, CustomerTier.STANDARD, 2, Priority.P2),
+        (Urgency.LOW, CustomerTier.STANDARD, 3, Priority.P1),
+        (Urgency.LOW, CustomerTier.STANDARD, 9, Priority.P1),
+        (Urgency.HIGH, CustomerTier.VIP, 1, Priority.P1),
+    ],
+)
+def test_a_rule_raises_the_priority_by_its_steps_and_never_past_p1(
+    urgency: Urgency, tier: CustomerTier, steps: int, priority: Priority
+) -> None:
+    policy = with_rules({"name": "loud", "when": {}, "team": "billing", "raise_priority": steps})
+    decision = decide(policy, *case(RootCause.BILLING, urgency, tier=tier))
+    assert decision.priority is priority
+    assert (f"rule loud raises {steps}" in decision.reason) is (steps > 0)
+    # "so P.." only when the priority moved off the matrix cell: P1 raised stays P1.
+    moved = priority is not POLICY.priority.matrix[urgency][tier]
+    assert (f"so {priority.value}" in decision.reason) is moved
+
+
+def test_the_rule_raise_adds_to_the_raise_by_channel() -> None:
+    policy = with_rules(
+        {"name": "kept", "when": {"at_risk": True}, "team": "billing", "raise_priority": 1}
+    )
+    decision = decide(
+        policy, *case(RootCause.BILLING, Urgency.LOW, channel=Channel.SOCIAL), at_risk=True
+    )
+    assert decision.priority is Priority.P2
+    assert "gives P4, public channel social raises 1, rule kept raises 1, so P2" in decision.reason
+
+
+def test_the_shipped_policy_looks_at_the_standing_and_one_without_such_rules_does_not() -> None:
+    assert POLICY.uses_at_risk
+    assert not with_rules({"name": "loud", "when": {}, "team": "billing"}).uses_at_risk
+
+
+def test_a_signal_gives_the_standing_with_its_crossing_and_top_reasons() -> None:
+    reasons = [ScoreReason(part=f"p{i}", points=-10.0 + i, reason=f"r{i}") for i in range(5)]
+    fields = {
+        "customer_key": "c-1",
+        "customer_tier": CustomerTier.PREMIUM,
+        "score": 31.5,
+        "threshold": 40,
+        "crossing": 3,
+        "reasons": reasons,
+        "occurred_at": MONDAY_10AM,
+    }
+    at_risk = standing_from_signal(CustomerAtRisk.model_validate(fields), "e-1")
+    assert (at_risk.customer_key, at_risk.at_risk, at_risk.crossing) == ("c-1", True, 3)
+    assert (at_risk.since, at_risk.score, at_risk.signal_id) == (MONDAY_10AM, 31.5, "e-1")
+    assert [r.part for r in at_risk.reasons] == ["p0", "p1", "p2"]
+    recovered = standing_from_signal(
+        CustomerRecovered.model_validate({**fields, "crossing": 4}), "e-2"
+    )
+    assert (recovered.at_risk, recovered.crossing) == (False, 4)
