@@ -6,7 +6,8 @@ On a private SecantusDB (the local stack's database server) on a free port:
 
 1. Ingest: ``--events`` case events (case.routed, first response, resolution, survey
    answer, close, for a fifth as many cases) folded one by one through
-   ``InsightsStore.apply``, as the consumer does: events per second.
+   ``InsightsStore.apply``: events per second; then the same events through the
+   consumer's handler, which also takes each customer's health score after the fold.
 2. Reports: for each ``--cases`` count, that many cases opened over 30 days, spread over
    causes, teams, agents, channels, priorities, languages and tiers as the load
    generator spreads them, folded by the domain's own functions into their daily
@@ -28,15 +29,19 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from rich.console import Console
 from rich.table import Table
 
+from services.insights.customers import Customers
 from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, fold, measures
+from services.insights.handlers import make_handlers
+from services.insights.loyalty import load_policy
 from services.insights.store import InsightsStore, rollup_id, slice_rollups
 from shared import devstack
 from shared.contracts import (
@@ -128,16 +133,40 @@ def _closed(events: list[Event[Any]]) -> Event[Any]:
     return new_event(closed, source="/benchmark", cause=f"{routed.case_id}/closed")
 
 
-async def ingest(store: InsightsStore, count: int, rng: random.Random) -> float:
+def ingest_events(count: int, rng: random.Random) -> list[Event[Any]]:
     events: list[Event[Any]] = []
     while len(events) < count:
         case = _case_events(rng, START + timedelta(days=rng.randrange(DAYS)))
         events += [*case, _closed(case)]
-    events = events[:count]
+    return events[:count]
+
+
+async def ingest(store: InsightsStore, events: list[Event[Any]]) -> float:
     started = time.perf_counter()
     for event in events:
         await store.apply(event, event.data.case_id, datetime.now(UTC))
-    return count / (time.perf_counter() - started)
+    return len(events) / (time.perf_counter() - started)
+
+
+async def ingest_and_score(
+    db: AsyncDatabase[dict[str, Any]], events: list[Event[Any]]
+) -> tuple[float, int]:
+    """The consumer's handler itself: each event folded, then its customer scored (the
+    signals go to a list instead of Kafka). Events per second, and signals."""
+    store = InsightsStore(db)
+    published: list[Event[Any]] = []
+
+    async def publish(batch: Sequence[Event[Any]]) -> None:
+        published.extend(batch)
+
+    customers = Customers(db, store, load_policy(), publish, timedelta(hours=24))
+    await store.ensure_indexes()
+    await customers.ensure_indexes()
+    handlers = make_handlers(store, customers)
+    started = time.perf_counter()
+    for event in events:
+        await handlers[event.name](event)
+    return len(events) / (time.perf_counter() - started), len(published)
 
 
 Rollups = dict[tuple[date, tuple[str, ...]], dict[str, float]]
@@ -224,11 +253,16 @@ async def main(cases: list[int], events: int, repeat: int, seed: int) -> None:
             devstack.mongo_url(database.port), tz_aware=True
         )
         try:
-            rng = random.Random(seed)
+            stream = ingest_events(events, random.Random(seed))
             store = InsightsStore(client["bench_ingest"])
             await store.ensure_indexes()
-            rate = await ingest(store, events, rng)
+            rate = await ingest(store, stream)
             console.print(f"ingest: {rate:,.0f} case events/s folded through InsightsStore.apply")
+            scored, signals = await ingest_and_score(client["bench_scored"], stream)
+            console.print(
+                f"ingest with health scores: {scored:,.0f} case events/s through the "
+                f"consumer's handler (fold, then score the customer; {signals} signals)"
+            )
             table = Table(title="a month's reports (30 days)")
             for column in ("cases", "combinations", "per case", "summary ms", "by team ms",
                            "daily trend ms", "P1 by team ms", "P1 web by team ms"):  # fmt: skip

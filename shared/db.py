@@ -87,3 +87,14 @@ async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Docum
         duplicates = {int(error["index"]) for error in errors}
         return {doc["_id"] for i, doc in enumerate(docs) if i not in duplicates}
     return {doc["_id"] for doc in docs}
+
+
+def without_entries(entries: str, since: str, key: str, ids: Sequence[str]) -> list[Document]:
+    """An update pipeline that drops the entries of the array ``entries`` whose ``key`` is
+    one of ``ids`` (an outbox's published events, a case's added deltas), and clears the
+    timestamp ``since`` once the array is empty. Entries added meanwhile stay."""
+    left = {
+        "$filter": {"input": f"${entries}", "cond": {"$not": [{"$in": [f"$$this.{key}", ids]}]}}
+    }
+    empty = {"$eq": [{"$size": f"${entries}"}, 0]}
+    return [{"$set": {entries: left}}, {"$set": {since: {"$cond": [empty, None, f"${since}"]}}}]

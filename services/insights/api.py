@@ -279,18 +279,18 @@ async def cases_csv(request: Request, p: PeriodQuery, f: FiltersQuery) -> Stream
 
 async def csv_lines(rows: AsyncIterator[Mapping[str, Any]]) -> AsyncIterator[bytes]:
     """The CSV file, a header and then a line per case, as it is read."""
-    yield "\ufeff".encode() + _csv_row(CSV_COLUMNS)
+    yield "\ufeff".encode() + csv_row(CSV_COLUMNS)
     async for facts in rows:
-        yield _csv_row([_cell(facts.get(column)) for column in CSV_COLUMNS])
+        yield csv_row([text_cell(facts.get(column)) for column in CSV_COLUMNS])
 
 
-def _csv_row(values: Sequence[str]) -> bytes:
+def csv_row(values: Sequence[str]) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(values)
     return out.getvalue().encode()
 
 
-def _cell(value: Any) -> str:
+def text_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):

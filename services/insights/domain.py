@@ -30,6 +30,7 @@ from shared.contracts import (
     CaseResolved,
     CaseRouted,
     Channel,
+    Customer,
     CustomerTier,
     Priority,
     RootCause,
@@ -75,6 +76,13 @@ class CaseFacts(BaseModel):
     urgency: Urgency | None = None
     opened_at: datetime | None = None
     opening_stamp: OpeningStamp | None = None
+    # Every feedback of the case (its own and the linked ones): the customer as the latest
+    # one names them, the urgency signals any of them carried, the first churn intent.
+    customer: Customer | None = None
+    customer_stamp: Stamp | None = None
+    signals: frozenset[str] = frozenset()
+    churn_evidence: str | None = None
+    churn_stamp: Stamp | None = None
     # The routing in force (the latest case.routed): re-routing moves owner and deadlines.
     priority: Priority | None = None
     team: str | None = None
@@ -113,7 +121,13 @@ class CaseFacts(BaseModel):
     """Ids of the events folded in: a caller can tell a redelivery from news."""
 
     @field_serializer(
-        "escalation_ids", "callback_ids", "survey_ids", "sla_breached", "applied", when_used="json"
+        "escalation_ids",
+        "callback_ids",
+        "survey_ids",
+        "sla_breached",
+        "signals",
+        "applied",
+        when_used="json",
     )
     def _sorted(self, values: frozenset[str]) -> list[str]:
         # Sets in a stable order: equal facts are stored as equal documents.
@@ -176,7 +190,7 @@ def _changes(facts: CaseFacts, event_id: str, data: CaseRouted | CaseEvent) -> d
 def _routed(facts: CaseFacts, event_id: str, data: CaseRouted) -> dict[str, Any]:
     feedback, classification, routing = data.feedback, data.classification, data.routing
     routed_at, received_at = _utc(routing.routed_at), _utc(feedback.received_at)
-    changes: dict[str, Any] = {}
+    changes = _customer_and_signals(facts, (received_at, event_id), data)
     opening: OpeningStamp = (data.linked_to is not None, routed_at, received_at, event_id)
     if facts.opening_stamp is None or opening < facts.opening_stamp:
         changes |= {
@@ -207,6 +221,20 @@ def _routed(facts: CaseFacts, event_id: str, data: CaseRouted) -> dict[str, Any]
             "resolution_due": _utc(routing.resolution_due),
             "routing_stamp": current,
         }
+    return changes
+
+
+CHURN_SIGNAL = "churn_intent"
+
+
+def _customer_and_signals(facts: CaseFacts, stamp: Stamp, data: CaseRouted) -> dict[str, Any]:
+    names = {signal.name for signal in data.classification.signals}
+    changes: dict[str, Any] = {"signals": facts.signals | names}
+    if facts.customer_stamp is None or stamp > facts.customer_stamp:
+        changes |= {"customer": data.feedback.customer, "customer_stamp": stamp}
+    churn = next((s for s in data.classification.signals if s.name == CHURN_SIGNAL), None)
+    if churn is not None and (facts.churn_stamp is None or stamp < facts.churn_stamp):
+        changes |= {"churn_evidence": churn.evidence, "churn_stamp": stamp}
     return changes
 
 

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.insights import charts
 from services.insights.api import issues_by_cause
+from services.insights.customers import Customers
 from services.insights.reports import figures, interval_start, rising, trend
 from services.insights.store import InsightsStore
 from services.insights.weekly import last_finished_week, week_name, weekly_report
@@ -132,8 +133,20 @@ class ReportTexts(BaseModel):
     bad_week: str
     try_later_title: str
     try_later: str
+    at_risk_heading: str
+    at_risk_intro: str
+    at_risk_now: str
+    week_col: str
+    told_at_risk: str
+    told_recovered: str
+    top_reasons: str
+    customers_count: str
+    no_at_risk: str
+    worklist: str
+    worklist_csv: str
     causes: dict[str, str]
     figure_names: dict[str, str]
+    score_parts: dict[str, str]
 
     def cause(self, value: str) -> str:
         return self.causes.get(value, value)
@@ -161,13 +174,21 @@ class WeekData:
     volume: dict[str, list[int]]  # cases per root cause, one per week shown
     weekly: list[dict[str, Any]]  # the trend rows of the weeks shown
     issues: list[dict[str, Any]]  # top issues per cause
+    signals: dict[str, list[int]]  # customer.at_risk and .recovered, one per week shown
+    at_risk_now: int  # customers at risk as last told
+    top_reasons: list[tuple[str, int]]  # score parts most at-risk customers have, with counts
 
 
 def weeks_shown(monday: date) -> list[date]:
     return [monday - timedelta(days=7 * back) for back in range(WEEKS_SHOWN - 1, -1, -1)]
 
 
-async def week_data(store: InsightsStore, monday: date, today: date) -> WeekData:
+TOP_REASONS = 5
+
+
+async def week_data(
+    store: InsightsStore, customers: Customers, monday: date, today: date
+) -> WeekData:
     report = await weekly_report(store, monday)
     previous = await weekly_report(store, monday - timedelta(days=7))
     weeks = weeks_shown(monday)
@@ -186,6 +207,10 @@ async def week_data(store: InsightsStore, monday: date, today: date) -> WeekData
     issues = await issues_by_cause(
         store, start_at, start_at + timedelta(days=7), {}, ISSUES_PER_CAUSE
     )
+    signals = {"customer.at_risk": [0] * len(weeks), "customer.recovered": [0] * len(weeks)}
+    first_at = datetime.combine(weeks[0], time(), UTC)
+    for doc in await customers.signals_between(first_at, start_at + timedelta(days=7)):
+        signals[doc["event"]][(doc["at"].date() - weeks[0]).days // 7] += 1
     return WeekData(
         monday=monday,
         today=today,
@@ -194,7 +219,20 @@ async def week_data(store: InsightsStore, monday: date, today: date) -> WeekData
         volume=volume,
         weekly=weekly,
         issues=[cause for cause in issues if cause["issues"]],
+        signals=signals,
+        at_risk_now=await customers.at_risk_count(),
+        top_reasons=top_reasons(await customers.at_risk_reasons()),
     )
+
+
+def top_reasons(reasons: list[list[dict[str, Any]]]) -> list[tuple[str, int]]:
+    """The parts that take points from the most at-risk customers, with how many."""
+    counts: dict[str, int] = {}
+    for customer in reasons:
+        for part in {reason["part"] for reason in customer if reason["points"] < 0}:
+            counts[part] = counts.get(part, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ranked[:TOP_REASONS]
 
 
 # --- shaping (pure) ----------------------------------------------------------------------
@@ -393,6 +431,21 @@ def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
         ],
         "all_cases": cases_link(monday),
         "csv": csv_link(monday),
+        "at_risk_now": data.at_risk_now,
+        "signal_weeks": [
+            {
+                "week": week_name(week),
+                "at_risk": data.signals["customer.at_risk"][i],
+                "recovered": data.signals["customer.recovered"][i],
+            }
+            for i, week in enumerate(weeks)
+        ],
+        "top_reasons": [
+            {"part": t.score_parts.get(part, part), "customers": count}
+            for part, count in data.top_reasons
+        ],
+        "worklist": "v1/customers?" + urlencode({"at_risk": "true"}),
+        "worklist_csv": "v1/customers.csv?" + urlencode({"at_risk": "true"}),
     }
 
 
@@ -469,5 +522,6 @@ async def report_page(
             t = pages.catalog.get(lang)
             return pages.message(lang, 422, t.bad_week_title, t.bad_week, None)
     store: InsightsStore = request.app.state.store
-    data = await week_data(store, monday, now.date())
+    customers: Customers = request.app.state.customers
+    data = await week_data(store, customers, monday, now.date())
     return await run_in_threadpool(pages.report, data, lang)

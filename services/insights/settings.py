@@ -1,8 +1,10 @@
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.insights.loyalty import DEFAULT_POLICY
 from shared.auth import ApiKeySettings
 from shared.credentials import refuse_known_secrets
 from shared.settings import ServiceSettings
@@ -38,6 +40,19 @@ class InsightsSettings(ServiceSettings):
     )
     max_report_days: int = Field(
         default=400, ge=1, le=3_660, description="Longest period of one report, in days"
+    )
+
+    loyalty_policy_file: Path = Field(
+        default=DEFAULT_POLICY,
+        description="The customer health score's policy (docs/loyalty.md): parts, points, "
+        "half-lives and thresholds",
+    )
+    rescore_every_h: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="How often a customer whose score still fades with time is scored again "
+        "(a crossing may come from time alone)",
     )
 
     @model_validator(mode="after")

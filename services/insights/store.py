@@ -32,7 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, fold, rollup_delta
-from shared.db import DUPLICATE_KEY, Document
+from shared.db import DUPLICATE_KEY, Document, without_entries
 from shared.envelope import Event
 
 CASES = "insights_cases"
@@ -104,6 +104,7 @@ class InsightsStore:
     async def ensure_indexes(self) -> None:
         await self.cases.create_index([("opened_at", ASCENDING), ("_id", ASCENDING)])
         await self.cases.create_index([("pending_since", ASCENDING)], sparse=True)
+        await self.cases.create_index([("customer_key", ASCENDING), ("opened_at", ASCENDING)])
         for dimension in DIMENSIONS:
             await self.daily.create_index([(dimension, ASCENDING), ("day", ASCENDING)])
         await self.daily.create_index([("day", ASCENDING)])
@@ -169,19 +170,8 @@ class InsightsStore:
         # Each rollup update is atomic and checks its own delta id: they may run at once.
         await asyncio.gather(*(self._add(delta) for delta in doc["pending"]))
         ids = [delta["id"] for delta in doc["pending"]]
-        left = {"$filter": {"input": "$pending", "cond": {"$not": [{"$in": ["$$this.id", ids]}]}}}
         await self.cases.update_one(
-            {"_id": doc["_id"]},
-            [
-                {"$set": {"pending": left}},
-                {
-                    "$set": {
-                        "pending_since": {
-                            "$cond": [{"$eq": [{"$size": "$pending"}, 0]}, None, "$pending_since"]
-                        }
-                    }
-                },
-            ],
+            {"_id": doc["_id"]}, without_entries("pending", "pending_since", "id", ids)
         )
 
     async def _add(self, delta: Document) -> None:
@@ -235,6 +225,29 @@ class InsightsStore:
     async def facts(self, case_id: str) -> CaseFacts | None:
         doc = await self.cases.find_one({"_id": case_id}, {"facts": True})
         return CaseFacts.model_validate(doc["facts"]) if doc else None
+
+    async def customer_cases(
+        self, customer_key: str, since: datetime | None = None
+    ) -> list[CaseFacts]:
+        """The customer's cases (opened since ``since``, when given), oldest first."""
+        found = await self.customers_cases([customer_key], since)
+        return found.get(customer_key, [])
+
+    async def customers_cases(
+        self, customer_keys: Sequence[str], since: datetime | None = None
+    ) -> dict[str, list[CaseFacts]]:
+        """The cases of each of ``customer_keys`` (opened since ``since``), oldest first;
+        a customer with none is left out."""
+        match: Document = {"customer_key": {"$in": list(customer_keys)}}
+        if since is not None:
+            match["opened_at"] = {"$gte": since}
+        out: dict[str, list[CaseFacts]] = {}
+        async for doc in self.cases.find(match, {"facts": True}, batch_size=1_000).sort(
+            [("customer_key", ASCENDING), ("opened_at", ASCENDING)]
+        ):
+            facts = CaseFacts.model_validate(doc["facts"])
+            out.setdefault(facts.customer_key, []).append(facts)
+        return out
 
     async def clear(self) -> None:
         """Forget every projection and rollup (before a rebuild from the topics)."""
@@ -435,6 +448,7 @@ def _slice_of(filters: Mapping[str, Sequence[str]], by: str | None) -> tuple[str
 def _query_fields(facts: CaseFacts) -> Document:
     day = day_of(facts)
     return {
+        "customer_key": facts.customer_key,
         "opened_at": facts.opened_at,
         "day": _start_of(day) if day else None,
         "dims": dimensions(facts),

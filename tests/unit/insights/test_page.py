@@ -4,12 +4,14 @@ groups got worse, the charts' markup, and the whole page from data without I/O."
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date, timedelta
 from itertools import pairwise
 
 import pytest
 
 from services.insights import charts
+from services.insights.loyalty import PARTS
 from services.insights.page import (
     ReportPages,
     WeekData,
@@ -17,6 +19,7 @@ from services.insights.page import (
     getting_worse,
     headline,
     parse_week,
+    top_reasons,
     weeks_shown,
     written,
 )
@@ -89,6 +92,7 @@ def test_the_catalog_names_every_root_cause_and_every_rising_figure() -> None:
     for texts in (ZH, EN):
         assert set(texts.causes) == {cause.value for cause in RootCause}
         assert set(texts.figure_names) == set(RISES)
+        assert set(texts.score_parts) == {*PARTS, "tier"}
 
 
 def test_charts_keep_their_labels_as_escaped_text() -> None:
@@ -114,6 +118,9 @@ def empty_week(monday: date, today: date) -> WeekData:
         volume={},
         weekly=[{"csat_mean": None, "satisfaction_index": None}] * 8,
         issues=[],
+        signals={"customer.at_risk": [0] * 8, "customer.recovered": [0] * 8},
+        at_risk_now=0,
+        top_reasons=[],
     )
 
 
@@ -125,6 +132,7 @@ def test_a_week_without_cases_is_a_whole_page_without_scripts(lang: str) -> None
     assert page.status_code == 200 and f'<html lang="{t.html_lang}">' in html
     assert html.count("<svg") == 3 and "<script" not in html
     assert t.no_cases in html and t.none_worse in html and t.no_lessons in html
+    assert t.no_at_risk in html
     assert 'href="reports?week=2026-W47' in html and 'href="reports?week=2026-W49' in html
     assert "script-src" not in page.headers["content-security-policy"]
 
@@ -132,3 +140,30 @@ def test_a_week_without_cases_is_a_whole_page_without_scripts(lang: str) -> None
 def test_the_week_in_progress_says_so_and_has_no_next_week() -> None:
     html = bytes(PAGES.report(empty_week(MONDAY, MONDAY + timedelta(days=2)), "en").body).decode()
     assert EN.in_progress in html and "2026-W49" not in html
+
+
+def test_the_at_risk_panel_counts_signals_per_week_and_names_the_top_reasons() -> None:
+    week = empty_week(MONDAY, MONDAY + timedelta(days=30))
+    at_risk = [0, 0, 0, 0, 0, 1, 0, 3]
+    week = replace(
+        week,
+        signals={"customer.at_risk": at_risk, "customer.recovered": [0] * 7 + [1]},
+        at_risk_now=3,
+        top_reasons=top_reasons(
+            [
+                [{"part": "dissatisfied", "points": -12.0}, {"part": "recovered", "points": 6}],
+                [{"part": "dissatisfied", "points": -9.1}, {"part": "churn_intent", "points": -15}],
+                [{"part": "complaints", "points": -7.0}, {"part": "complaints", "points": -1}],
+            ]
+        ),
+    )
+    assert week.top_reasons == [("dissatisfied", 2), ("churn_intent", 1), ("complaints", 1)]
+    html = bytes(PAGES.report(week, "zh").body).decode()
+    panel = html[html.index('id="at-risk"') : html.index('id="exports"')]
+    assert "<strong>3</strong>" in panel
+    rows = re.findall(r"<tr><td>(2026-W\d\d)</td><td class=\"num\">(\d+)</td>", panel)
+    assert [int(count) for _, count in rows] == at_risk
+    assert rows[-1][0] == "2026-W48"
+    assert panel.index(ZH.score_parts["dissatisfied"]) < panel.index(ZH.score_parts["churn_intent"])
+    assert ZH.score_parts["recovered"] not in panel  # a part that gives points is no reason
+    assert 'href="v1/customers?at_risk=true"' in panel
