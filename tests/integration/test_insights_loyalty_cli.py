@@ -1,7 +1,7 @@
 """``python -m services.insights loyalty simulate|fit|evaluate`` as real processes: simulated
-data is fitted, the written policy evaluates to the fit's in-sample AUC, bad input exits 2
-naming what is wrong; and histories folded into insights' MongoDB evaluate exactly as the
-same events read from a file."""
+data is fitted, the written policy evaluates to the fit's in-sample AUC; bad input exits 2
+naming what is wrong (the command line in this process); and histories folded into
+insights' MongoDB evaluate exactly as the same events read from a file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from typer.testing import CliRunner
 
+from services.insights.cli import app
 from services.insights.fitting import write_outcomes
 from services.insights.loyalty import load_policy
 from services.insights.simulate import simulate, write_events
@@ -43,6 +45,13 @@ def run(*args: str | Path | int, timeout: float = 240) -> subprocess.CompletedPr
         timeout=timeout,
         check=False,
     )
+
+
+def run_here(*args: str | Path | int) -> subprocess.CompletedProcess[str]:
+    """The same command line in this process: for refusals, which need no second Python
+    start (its imports cost seconds) to show what the user reads."""
+    result = CliRunner().invoke(app, ["loyalty", *map(str, args)])
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +122,7 @@ def test_a_bad_outcomes_line_exits_2_naming_the_line(simulated: Path, tmp_path: 
     good = (simulated / "outcomes.csv").read_text(encoding="utf-8").splitlines()[:3]
     bad = tmp_path / "outcomes.csv"
     bad.write_text("\n".join([*good, "c-x,maybe,2026-10-01T00:00:00Z"]) + "\n", encoding="utf-8")
-    done = run("evaluate", bad, "--events", simulated / "events.jsonl")
+    done = run_here("evaluate", bad, "--events", simulated / "events.jsonl")
     assert done.returncode == 2
     assert done.stderr.startswith("error: ")
     assert "line 4: churned must be 0, 1, true or false" in done.stderr
@@ -157,7 +166,7 @@ BAD_INPUT: dict[str, tuple[Args, str]] = {
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_exits_2_with_a_message(simulated: Path, tmp_path: Path, case: str) -> None:
     args, message = BAD_INPUT[case]
-    done = run(*args(simulated, tmp_path))
+    done = run_here(*args(simulated, tmp_path))
     assert done.returncode == 2, done.stdout
     assert done.stderr.startswith("error: ") and message in done.stderr
 
