@@ -27,7 +27,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 env: $(VENV)/.synced
 
 run: env
-	$(PY) -m shared.devstack run
+	$(PY) -m shared.tools.devstack run
 
 # Installs Debian's package $(1) when run as root on Debian (as CI is), else says what to
 # install; $(2) says who needs it, $(3) (optional) what else would do. Each target below

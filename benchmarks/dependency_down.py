@@ -26,8 +26,8 @@ from services.followup.app import build as build_followup
 from services.followup.settings import FollowupSettings
 from services.router.app import build as build_router
 from services.router.settings import RouterSettings
-from shared import devstack
 from shared.runtime import Service
+from shared.tools import devstack
 
 KEY = secrets.token_hex(16)
 

@@ -43,7 +43,6 @@ from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, 
 from services.insights.handlers import make_handlers
 from services.insights.loyalty import load_policy
 from services.insights.store import InsightsStore, rollup_id, slice_rollups
-from shared import devstack
 from shared.contracts import (
     CaseClosed,
     CaseFirstResponse,
@@ -55,6 +54,7 @@ from shared.contracts import (
 )
 from shared.db import Document
 from shared.envelope import Event, new_event
+from shared.tools import devstack
 from tests.support import a_classification, a_customer, a_feedback, a_routing
 
 START = date(2026, 11, 1)

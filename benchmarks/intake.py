@@ -6,7 +6,7 @@ publishes what it is sent, through the same producer with the same settings, key
 customer), then drives both with the same httpx client: a fixed number of concurrent
 connections posting back to back for a fixed time.
 
-- single: ``POST /v1/feedback``, one realistic complaint (``shared.loadgen.complaint``);
+- single: ``POST /v1/feedback``, one realistic complaint (``shared.tools.loadgen.complaint``);
 - batch: ``POST /v1/feedback/batch`` with ``--batch-size`` complaints; the bare endpoint
   publishes one record per item and waits for every ack, so items/s compare.
 
@@ -42,8 +42,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from shared import devstack
-from shared.loadgen import complaint
+from shared.tools import devstack
+from shared.tools.loadgen import complaint
 
 # Not a terminal (a log, a pipe): wide enough for the whole table.
 console = Console() if sys.stdout.isatty() else Console(width=150)

@@ -1,7 +1,7 @@
 """Where a batch item's time goes in intake: each step timed on its own, in-process.
 
 The steps of ``POST /v1/feedback/batch`` for 100 realistic complaints
-(``shared.loadgen.complaint``), each run in a loop and reported per item (the best of
+(``shared.tools.loadgen.complaint``), each run in a loop and reported per item (the best of
 several repeats, so the least disturbed by other work on the machine):
 
 - reading and validating the batch body (items counted as read, then validated), and
@@ -40,12 +40,12 @@ from rich.table import Table
 from services.intake.api import BatchIn, _batch_items
 from services.intake.domain import FeedbackIn, Source, normalise_from
 from services.intake.settings import IntakeSettings
-from shared import devstack
 from shared.clock import utcnow
 from shared.contracts import FeedbackReceived
 from shared.envelope import Event, KafkaRecord, new_event, to_record, to_records
 from shared.kafka import EventProducer
-from shared.loadgen import complaint
+from shared.tools import devstack
+from shared.tools.loadgen import complaint
 
 ITEMS = 100
 SENDERS = 16  # as many as the connections of benchmarks/intake.py

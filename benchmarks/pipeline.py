@@ -30,10 +30,10 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from shared import devstack
 from shared.contracts import CaseRouted, Topic
 from shared.envelope import PoisonMessage, from_record
-from shared.loadgen import run_load
+from shared.tools import devstack
+from shared.tools.loadgen import run_load
 
 console = Console()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

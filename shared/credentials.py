@@ -2,7 +2,7 @@
 examples operators copy (deploy/secrets/*.env.example). A service outside the local
 stack refuses to start with one of them, naming the setting that holds it.
 
-This is the one list: shared/devstack.py takes its credentials from here, and the
+This is the one list: shared/tools/devstack.py takes its credentials from here, and the
 tests check that every value the examples show is in it.
 """
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, SecretStr
 
 from shared.settings import ServiceSettings
 
-# The local stack's own credentials (shared/devstack.py passes them to the services).
+# The local stack's own credentials (shared/tools/devstack.py passes them to the services).
 FOLLOWUP_DEV_API_KEY = "local-dev-followup-agent-key"
 FOLLOWUP_DEV_SURVEY_SECRET = "local-dev-followup-survey-link-secret"
 INTAKE_DEV_API_KEY = "local-dev-intake-key"
@@ -25,7 +25,7 @@ ROUTER_DEV_API_KEY = "local-dev-router-workforce-key"
 ROUTER_DEV_READ_API_KEY = "local-dev-router-dashboard-key"
 INSIGHTS_DEV_API_KEY = "local-dev-insights-reports-key"
 
-LOCAL_STACK = "the local stack's (shared/devstack.py), published with the code"
+LOCAL_STACK = "the local stack's (shared/tools/devstack.py), published with the code"
 LOCAL_PREFIX = "local-dev-"
 
 # Value -> where everyone can read it.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared import devstack
 from shared.db import Document
+from shared.tools import devstack
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def test_what_the_image_runs_imports_only_its_runtime_dependencies() -> None:
         "CLOSELOOP_FOLLOWUP_SURVEY_SECRET": "a-survey-secret-of-32-characters-at-least",
     }
     commands = [f"services.{name}.app:build" for name in SERVICES]
-    commands += ["deploy.tools.topics", "deploy.tools.healthcheck", "shared.cli"]
+    commands += ["deploy.tools.topics", "deploy.tools.healthcheck", "shared.tools.cli"]
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_CHECK, ",".join(blocked), *commands],
         env=env,

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from shared import devstack
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.deploy import manifests
 from tests.deploy.manifests import DEPLOY, SERVICES

@@ -24,8 +24,8 @@ from deploy.tools.topics import (
     required_topics,
     wanted_topics,
 )
-from shared import devstack
 from shared.config import ConfigError, load_yaml
+from shared.tools import devstack
 from tests.deploy.manifests import ROOT
 
 

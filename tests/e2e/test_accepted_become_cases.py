@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
-from shared import devstack
 from shared.contracts import Channel, Classification, FeedbackClassified, Topic, dlq_topic
 from shared.db import Document
 from shared.envelope import new_event, to_record
-from shared.loadgen import SITUATIONS
+from shared.tools import devstack
+from shared.tools.loadgen import SITUATIONS
 from tests.conftest import Infra
 from tests.support import TopicReader, a_classification, a_feedback, eventually, produce_raw
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from services.followup.app import build
 from services.followup.settings import FollowupSettings
-from shared.devstack import free_port
+from shared.tools.devstack import free_port
 from tests.e2e.conftest import CHROMIUM_ARGS, WAIT_MS, chromium
 from tests.integration.running import running
 

@@ -21,9 +21,9 @@ import pytest
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
-from shared import devstack
-from shared.cli import app
 from shared.db import Document
+from shared.tools import devstack
+from shared.tools.cli import app
 
 runner = CliRunner()
 INTAKE = {"X-API-Key": devstack.INTAKE_DEV_API_KEY}

@@ -17,9 +17,9 @@ import pytest
 from aiokafka import ConsumerRecord
 from pymongo import AsyncMongoClient
 
-from shared import devstack
 from shared.contracts import Topic
 from shared.db import Document
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.support import TopicReader, eventually, produce_raw
 

@@ -21,10 +21,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
-from shared import devstack
-from shared.cli import app as cli_app
 from shared.contracts import Topic
 from shared.db import Document
+from shared.tools import devstack
+from shared.tools.cli import app as cli_app
 from tests.support import TopicReader, produce_raw
 
 INTAKE_AUTH = {"X-API-Key": devstack.INTAKE_DEV_API_KEY}

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from shared.devstack import wait_for_port
 from shared.runtime import Service
+from shared.tools.devstack import wait_for_port
 
 
 @asynccontextmanager

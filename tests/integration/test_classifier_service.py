@@ -9,9 +9,9 @@ import httpx
 
 from services.classifier.app import build
 from services.classifier.settings import ClassifierSettings
-from shared import devstack
 from shared.contracts import Customer, CustomerTier, FeedbackReceived, Topic
 from shared.envelope import new_event
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.support import TopicReader, a_feedback, http_routes, produce

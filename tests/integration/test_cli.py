@@ -14,10 +14,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from shared import devstack
-from shared.cli import StackFiles, app, running_pid
 from shared.contracts import FeedbackReceived, Topic
 from shared.envelope import KafkaRecord, from_record, new_event, to_record
+from shared.tools import devstack
+from shared.tools.cli import StackFiles, app, running_pid
 from tests.conftest import Infra
 from tests.support import TopicReader, a_feedback, produce_raw
 

@@ -12,7 +12,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import AutoReconnect
 
-from shared import devstack
 from shared.contracts import (
     Classification,
     FeedbackClassified,
@@ -24,6 +23,7 @@ from shared.contracts import (
 from shared.envelope import Event, from_record, new_event, to_record
 from shared.kafka import BatchHandler, ConsumerLoop, EventProducer, Handler
 from shared.settings import ServiceSettings
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.support import (
     TopicReader,

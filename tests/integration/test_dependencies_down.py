@@ -26,12 +26,12 @@ from services.followup.settings import FollowupSettings
 from services.intake.app import build as build_intake
 from services.router.app import build as build_router
 from services.router.settings import RouterSettings
-from shared import devstack
 from shared.clock import utcnow
-from shared.devstack import free_port
 from shared.http import PROBLEM_JSON
 from shared.runtime import RequestDeadline
 from shared.settings import ServiceSettings
+from shared.tools import devstack
+from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_followup_store import API_KEY, SURVEY_SECRET, followup_settings

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared import devstack
 from shared.contracts import FeedbackReceived
 from shared.envelope import KafkaRecord, from_record, new_event
 from shared.kafka import EventProducer
 from shared.settings import ServiceSettings
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.support import TopicReader, a_customer, a_feedback
 

@@ -16,11 +16,11 @@ from pymongo import AsyncMongoClient
 from services.followup.handlers import make_handlers
 from services.followup.policy import load_policy
 from services.followup.store import FollowupStore
-from shared import devstack
 from shared.clock import utcnow
 from shared.contracts import Topic
 from shared.db import Document
 from shared.envelope import Event, new_event
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.support import TopicReader, a_case_routed, eventually
 

@@ -22,13 +22,13 @@ from services.followup.outbox import publish_outbox, relay
 from services.followup.policy import FollowupPolicy, load_policy
 from services.followup.settings import FollowupSettings
 from services.followup.store import FollowupStore
-from shared import devstack
 from shared.clock import utcnow
 from shared.contracts import CaseRouted, Priority, Topic
 from shared.db import Document
-from shared.devstack import free_port
 from shared.envelope import Event, new_event
 from shared.kafka import EventProducer
+from shared.tools import devstack
+from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.support import TopicReader, a_case_routed
 

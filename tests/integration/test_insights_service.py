@@ -21,8 +21,6 @@ from services.insights.app import build
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
 from services.insights.weekly import last_finished_week, publish_due_report, week_name
-from shared import devstack
-from shared.cli import rebuild_insights
 from shared.contracts import (
     CaseClosed,
     CaseEscalated,
@@ -35,8 +33,10 @@ from shared.contracts import (
     Topic,
     WeeklyReport,
 )
-from shared.devstack import free_port
 from shared.envelope import Event, new_event
+from shared.tools import devstack
+from shared.tools.cli import rebuild_insights
+from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.support import (

@@ -19,10 +19,10 @@ from services.intake.api import BatchResult
 from services.intake.app import build
 from services.intake.integrations import sign
 from services.intake.settings import IntakeSettings
-from shared import devstack
 from shared.contracts import NAIVE_TIMESTAMP, Channel, Topic
-from shared.devstack import free_port
 from shared.envelope import Event, derive_id
+from shared.tools import devstack
+from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.support import TopicReader

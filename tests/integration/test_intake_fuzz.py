@@ -26,7 +26,7 @@ from schemathesis.checks import (
 
 from services.intake.app import build
 from services.intake.settings import IntakeSettings
-from shared import devstack
+from shared.tools import devstack
 from tests.conftest import Infra
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "intake"

@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from services.router.domain import case_id_for
-from shared import devstack
 from shared.contracts import CaseResolved, CaseRouted, FeedbackClassified, Topic
 from shared.db import Document
 from shared.envelope import Event, new_event, to_record
+from shared.tools import devstack
 from tests.conftest import Infra
 from tests.integration.test_router_flows import NOW, small_policy
 from tests.integration.test_router_service import ROUTER_TOPICS, start_group_at_end, write_policy

@@ -20,7 +20,6 @@ from services.router.app import build, signals_group
 from services.router.config import CalendarPolicy, RoutingPolicy
 from services.router.domain import case_id_for
 from services.router.settings import RouterSettings
-from shared import devstack
 from shared.contracts import (
     CaseReopened,
     CaseResolved,
@@ -32,10 +31,11 @@ from shared.contracts import (
     Topic,
     Urgency,
 )
-from shared.devstack import free_port
 from shared.envelope import Event, new_event
 from shared.http import PROBLEM_JSON
 from shared.runtime import Service
+from shared.tools import devstack
+from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.integration.running import running
 from tests.integration.test_router_flows import NOW, small_policy

@@ -17,9 +17,9 @@ from services.followup.settings import FollowupSettings
 from services.intake.integrations import load_integrations
 from services.intake.settings import IntakeSettings
 from services.router.settings import RouterSettings
-from shared import devstack
 from shared.config import ConfigError
 from shared.credentials import KNOWN_SECRETS, known_secret
+from shared.tools import devstack
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_INTEGRATIONS = ROOT / "services" / "intake" / "integrations.yaml"

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from aiokafka import TopicPartition
 
-from shared.devstack import (
+from shared.tools.devstack import (
     CONSUMER_GROUPS,
     Child,
     Process,

@@ -4,7 +4,7 @@
 Development and tests only. The servers come from the ``localstack`` dependency group
 and run as separate processes; the product never imports them.
 
-``python -m shared.devstack run`` (what ``make run`` calls) starts everything, prints
+``python -m shared.tools.devstack run`` (what ``make run`` calls) starts everything, prints
 where things are, and restarts a child that exits (with backoff). On Ctrl-C or SIGTERM
 it stops intake, waits until the consumers have handled what intake accepted, and
 stops every process it started.
@@ -36,7 +36,7 @@ from shared import credentials
 from shared.contracts import Topic, dlq_topic
 
 SERVICES = ("intake", "classifier", "router", "followup", "insights")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StackSettings(BaseSettings):
@@ -669,6 +669,6 @@ def run(detached: bool = False) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] not in (["run"], ["run", "--detached"]):
-        print("usage: python -m shared.devstack run [--detached]", file=sys.stderr)
+        print("usage: python -m shared.tools.devstack run [--detached]", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(detached=sys.argv[2:] == ["--detached"]))

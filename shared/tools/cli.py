@@ -33,7 +33,6 @@ from rich.table import Table
 
 from services.insights.handlers import EVENT_NAMES as INSIGHTS_EVENTS
 from services.insights.store import InsightsStore
-from shared import devstack
 from shared.contracts import (
     EVENT_MODELS,
     CaseEvent,
@@ -44,7 +43,8 @@ from shared.contracts import (
 )
 from shared.envelope import Event, PoisonMessage, from_record, to_record
 from shared.kafka import DLQ_HEADER_PREFIX
-from shared.loadgen import LoadResult, run_load
+from shared.tools import devstack
+from shared.tools.loadgen import LoadResult, run_load
 
 app = typer.Typer(
     help="Operate closeloop: dead letters, replays, load, the local stack.", no_args_is_help=True
@@ -586,7 +586,7 @@ def stack_up(
     files.log.parent.mkdir(parents=True, exist_ok=True)
     with open(files.log, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.devstack", "run", "--detached"],
+            [sys.executable, "-m", "shared.tools.devstack", "run", "--detached"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
