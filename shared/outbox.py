@@ -132,7 +132,9 @@ class Outbox:
         try:
             await self._publish([event_of(entry) for entry in entries])
         except BrokerUnavailable as exc:
-            log.warning("events left in the outbox for the relay: %s", exc, extra={"id": doc["_id"]})
+            log.warning(
+                "events left in the outbox for the relay: %s", exc, extra={"id": doc["_id"]}
+            )
             return False
         await self.settle(doc["_id"], [entry["id"] for entry in entries])
         return True
