@@ -102,6 +102,30 @@ class Priority(StrEnum):
     P4 = "P4"
 
 
+URGENCIES = (Urgency.LOW, Urgency.MEDIUM, Urgency.HIGH, Urgency.CRITICAL)
+PRIORITIES = (Priority.P1, Priority.P2, Priority.P3, Priority.P4)  # most urgent first
+
+
+def urgency_rank(urgency: Urgency) -> int:
+    """0 for low up to 3 for critical."""
+    return URGENCIES.index(urgency)
+
+
+def priority_rank(priority: Priority) -> int:
+    """0 for P1 up to 3 for P4: a team queue serves the lowest rank first."""
+    return PRIORITIES.index(priority)
+
+
+def raise_priority(priority: Priority, steps: int = 1) -> Priority:
+    """``steps`` higher (more urgent; negative: lower), within P1..P4."""
+    return PRIORITIES[max(0, min(len(PRIORITIES) - 1, priority_rank(priority) - steps))]
+
+
+def higher_priority(a: Priority, b: Priority) -> Priority:
+    """The more urgent of two priorities."""
+    return a if priority_rank(a) <= priority_rank(b) else b
+
+
 class Contract(BaseModel):
     """Base of every contract: unknown fields are ignored, values are validated."""
 
