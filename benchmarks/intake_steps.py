@@ -37,8 +37,9 @@ from pydantic_core import to_json
 from rich.console import Console
 from rich.table import Table
 
-from services.intake.api import BatchIn, _batch_items
+from services.intake.admission import feedback_items as _batch_items
 from services.intake.domain import FeedbackIn, Source, normalise_from
+from services.intake.schemas import BatchIn
 from services.intake.settings import IntakeSettings
 from shared.clock import utcnow
 from shared.contracts import FeedbackReceived

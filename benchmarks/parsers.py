@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from services.intake.api import _batch_items
+from services.intake.admission import feedback_items as _batch_items
 from services.intake.channels import JSON_CHANNELS, web
 from services.intake.channels.email import parse_email
 from services.intake.domain import FeedbackIn, Invalid, Source, normalise_from

@@ -6,10 +6,12 @@ import gc
 import os
 from collections.abc import Mapping
 
-from services.intake import api
+from services.intake import openapi
+from services.intake.admission import Intake
 from services.intake.guards import Guards
-from services.intake.integrations import load_integrations, log_integrations
+from services.intake.policy import load_integrations, log_integrations
 from services.intake.problems import install_rejection_handler
+from services.intake.routes import REQUEST_MODELS, router
 from services.intake.settings import IntakeSettings
 from shared.auth import FailureLimit
 from shared.http import install_problem_handlers
@@ -41,15 +43,14 @@ def build(
     )
     database = service.db if settings.rate_limit_storage is None else None
     storage = limits_storage(settings.rate_limit_storage, database)
-    api.install(
-        app,
-        api.Intake(
-            settings=settings,
-            integrations=integrations,
-            guards=Guards(storage),
-            failures=FailureLimit(storage, settings.auth_failure_limit, "intake"),
-        ),
+    app.state.intake = Intake(
+        settings=settings,
+        integrations=integrations,
+        guards=Guards(storage),
+        failures=FailureLimit(storage, settings.auth_failure_limit, "intake"),
     )
+    app.include_router(router)
+    openapi.install(app, REQUEST_MODELS)
 
     async def announce() -> None:
         log_integrations(integrations)

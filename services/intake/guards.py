@@ -14,7 +14,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from services.intake.integrations import Integration
+from services.intake.policy import Integration
 
 
 class Guards:

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from services.intake.integrations import API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from services.intake.policy import API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.http import PROBLEM_JSON
 
 REF = "#/components/schemas/{model}"

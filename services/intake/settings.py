@@ -24,7 +24,7 @@ class IntakeSettings(ServiceSettings):
         default=20_000, ge=1, le=20_000, description="Longer texts (mail, calls) are cut"
     )
     integrations_file: Path = Field(
-        default=HERE / "integrations.yaml",
+        default=HERE / "policy.yaml",
         description="Who may post: API keys, signing secrets, channels, rate limits",
     )
     max_body_bytes: int = Field(

@@ -317,16 +317,9 @@ def _message_id(message: Message) -> str | None:
     return value[:200] or None
 
 
-def parse_email(raw: bytes, source: Source) -> Feedback:
-    if not raw.strip():
-        raise Invalid("(body)", "the mail is empty")
-    check_mail_shape(raw)
-    message = message_from_bytes(raw)
-    if not message.keys():
-        raise Invalid("(body)", "not an RFC 5322 message: it has no header fields")
-    name, address = _sender(message)
-    customer = build_customer(source, email=address, name=name[:200] or None, field="From")
-
+def _parts(message: Message) -> tuple[list[str], list[str], list[Attachment], int]:
+    """The plain-text and HTML parts, decoded; the attachments (at most
+    ``MAX_ATTACHMENTS``) as metadata; and how many attachments were left out."""
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
@@ -350,6 +343,32 @@ def parse_email(raw: bytes, source: Source) -> Feedback:
             plain.append(decode_bytes(_payload_bytes(part), part.get_content_charset()))
         elif subtype == "text/html":
             html.append(decode_bytes(_payload_bytes(part), part.get_content_charset()))
+    return plain, html, attachments, omitted
+
+
+def _metadata(message: Message, *, html_only: bool, omitted: int) -> dict[str, object]:
+    metadata: dict[str, object] = {"html_only": html_only}
+    if omitted:
+        metadata["attachments_omitted"] = omitted
+    mailbox = _addresses(raw_header(message, "To"))
+    if mailbox:
+        metadata["mailbox"] = mailbox[0][1][:320]
+    in_reply_to = (raw_header(message, "In-Reply-To") or "").strip().strip("<>")
+    if in_reply_to:
+        metadata["in_reply_to"] = in_reply_to[:200]
+    return metadata
+
+
+def parse_email(raw: bytes, source: Source) -> Feedback:
+    if not raw.strip():
+        raise Invalid("(body)", "the mail is empty")
+    check_mail_shape(raw)
+    message = message_from_bytes(raw)
+    if not message.keys():
+        raise Invalid("(body)", "not an RFC 5322 message: it has no header fields")
+    name, address = _sender(message)
+    customer = build_customer(source, email=address, name=name[:200] or None, field="From")
+    plain, html, attachments, omitted = _parts(message)
 
     # The latest reply is at the top: a bounded prefix is all the text that can be kept,
     # and keeps the HTML and reply parsers fast on mails of many megabytes.
@@ -361,16 +380,7 @@ def parse_email(raw: bytes, source: Source) -> Feedback:
         body = html_to_text("\n".join(html)[: budget * 4])
     text = latest_reply(body[:budget])
     subject = decode_header_value(raw_header(message, "Subject")) or None
-
-    metadata: dict[str, object] = {"html_only": html_only}
-    if omitted:
-        metadata["attachments_omitted"] = omitted
-    mailbox = _addresses(raw_header(message, "To"))
-    if mailbox:
-        metadata["mailbox"] = mailbox[0][1][:320]
-    in_reply_to = (raw_header(message, "In-Reply-To") or "").strip().strip("<>")
-    if in_reply_to:
-        metadata["in_reply_to"] = in_reply_to[:200]
+    metadata = _metadata(message, html_only=html_only, omitted=omitted)
     if not text and subject:
         text = subject  # a mail that says everything in its subject line
     return assemble(

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.intake.api import BatchResult
 from services.intake.app import build
-from services.intake.integrations import sign
+from services.intake.policy import sign
+from services.intake.schemas import BatchResult
 from services.intake.settings import IntakeSettings
 from shared.contracts import NAIVE_TIMESTAMP, Channel, Topic
 from shared.envelope import Event, derive_id
@@ -27,7 +27,7 @@ from tests.conftest import Infra
 from tests.integration.running import running
 from tests.support import TopicReader
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "intake"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "intake"
 ENVIRON = {
     "TEST_OPEN_KEY": "open-key",
     "TEST_SIGNED_KEY": "signed-key",

@@ -1,6 +1,7 @@
-"""Integrations: who may post feedback, with which credentials, and within which limits.
+"""Intake's policy, its integrations: who may post feedback, with which credentials,
+and within which limits.
 
-Operators list integrations in a YAML file (``services/intake/integrations.yaml``);
+Operators list integrations in a YAML file (``services/intake/policy.yaml``);
 secrets are never in the file: it names the environment variables that hold them, or
 the SHA-256 of an API key. Signature checking is pure: it is given the time.
 """

@@ -29,7 +29,7 @@ from services.intake.settings import IntakeSettings
 from shared.tools import devstack
 from tests.conftest import Infra
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "intake"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "intake"
 AUTH = {"X-API-Key": "fuzz-key"}
 ENVIRON = {
     "TEST_OPEN_KEY": AUTH["X-API-Key"],

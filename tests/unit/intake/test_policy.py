@@ -11,7 +11,7 @@ import pytest
 from limits import parse_many
 
 from services.intake.guards import Guards
-from services.intake.integrations import (
+from services.intake.policy import (
     Integration,
     Integrations,
     load_integrations,
@@ -23,7 +23,7 @@ from shared.config import ConfigError
 from shared.contracts import Channel
 from shared.ratelimit import async_storage
 
-SHIPPED = Path(__file__).resolve().parents[3] / "services" / "intake" / "integrations.yaml"
+SHIPPED = Path(__file__).resolve().parents[3] / "services" / "intake" / "policy.yaml"
 NOW = 1_773_000_000
 
 
