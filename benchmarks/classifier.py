@@ -26,8 +26,6 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.classifier.config import load_taxonomy  # noqa: E402
-from services.classifier.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples  # noqa: E402
 from services.classifier.domain import (  # noqa: E402
     classify,
     classify_batch,
@@ -35,6 +33,8 @@ from services.classifier.domain import (  # noqa: E402
     keyword_matches,
 )
 from services.classifier.model import load, prepare  # noqa: E402
+from services.classifier.offline.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples  # noqa: E402
+from services.classifier.policy import load_taxonomy  # noqa: E402
 from shared.contracts import Channel, Customer, Feedback  # noqa: E402
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -7,15 +7,19 @@ a version: new optional fields only. Consumers ignore fields they do not know.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -76,16 +80,65 @@ class CustomerTier(StrEnum):
     VIP = "vip"
 
 
-class RootCause(StrEnum):
-    PRODUCT_QUALITY = "product_quality"
-    DELIVERY = "delivery"
-    BILLING = "billing"
-    STAFF_ATTITUDE = "staff_attitude"
-    AFTER_SALES = "after_sales"
-    COMMUNICATION = "communication"
-    POLICY = "policy"
-    ENVIRONMENT = "environment"
-    OTHER = "other"
+# --- root causes ------------------------------------------------------------------
+# Root causes are data: the causes the classifier's taxonomy lists under root_causes, in
+# its order, then "other", the fallback it never lists. Every service checks events and
+# its own files against that one list, so a new cause takes the taxonomy, the training
+# data and the router's routing.yaml, and no code. The file is read once, on first use.
+
+TAXONOMY_FILE_VARIABLE = "CLOSELOOP_TAXONOMY_FILE"
+DEFAULT_TAXONOMY_FILE = Path(__file__).parents[1] / "services" / "classifier" / "taxonomy.yaml"
+OTHER = "other"
+
+
+class TaxonomyFileError(RuntimeError):
+    """The taxonomy cannot say which root causes there are: a fault of the deployment,
+    never of an event (so not a ValueError, which would reject the event instead)."""
+
+
+def taxonomy_file() -> Path:
+    """The taxonomy whose root causes events may carry: ``CLOSELOOP_TAXONOMY_FILE``, by
+    default the classifier's own (services/classifier/taxonomy.yaml)."""
+    return Path(os.environ.get(TAXONOMY_FILE_VARIABLE) or DEFAULT_TAXONOMY_FILE)
+
+
+@functools.cache
+def _known_causes() -> tuple[tuple[str, ...], frozenset[str]]:
+    path = taxonomy_file()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise TaxonomyFileError(f"{path}: {exc}") from exc
+    causes = document.get("root_causes") if isinstance(document, dict) else None
+    if not isinstance(causes, dict) or not all(isinstance(c, str) and c for c in causes):
+        raise TaxonomyFileError(f"{path}: root_causes must map each root cause to its keywords")
+    ordered = (*(c for c in causes if c != OTHER), OTHER)
+    return ordered, frozenset(ordered)
+
+
+def root_causes() -> tuple[str, ...]:
+    """Every root cause, in the taxonomy's order, ``other`` last."""
+    return _known_causes()[0]
+
+
+def reload_root_causes() -> None:
+    """Forget the root causes read so far: the next use reads the taxonomy again (for
+    tests and tools that switch taxonomy files)."""
+    _known_causes.cache_clear()
+
+
+def check_root_cause(value: str) -> str:
+    """``value`` when it is a root cause of the taxonomy, else a ValueError naming them."""
+    if value not in _known_causes()[1]:
+        raise ValueError(
+            f"unknown root cause {value!r}: the taxonomy ({taxonomy_file()}) lists "
+            + ", ".join(root_causes())
+        )
+    return value
+
+
+# A string, one of root_causes(), checked wherever a contract or a policy file holds one.
+RootCause = Annotated[str, AfterValidator(check_root_cause)]
 
 
 class Urgency(StrEnum):

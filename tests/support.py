@@ -188,7 +188,7 @@ def a_feedback(
 
 
 def a_classification(
-    cause: RootCause = RootCause.DELIVERY, urgency: Urgency = Urgency.MEDIUM, **fields: Any
+    cause: RootCause = "delivery", urgency: Urgency = Urgency.MEDIUM, **fields: Any
 ) -> Classification:
     data: dict[str, Any] = {
         "root_cause": cause,

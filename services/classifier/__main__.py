@@ -4,7 +4,7 @@ evaluate, train) it is the classifier's command line instead."""
 import sys
 
 if len(sys.argv) > 1:
-    from services.classifier.cli import main
+    from services.classifier.offline.cli import main
 
     main(sys.argv[1:])
 else:

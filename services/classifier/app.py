@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from services.classifier.config import load_taxonomy
-from services.classifier.handlers import make_batch_handlers, make_handlers
+from services.classifier.handlers import TOPICS, make_batch_handlers, make_handlers
 from services.classifier.model import load
+from services.classifier.policy import load_taxonomy
 from services.classifier.settings import ClassifierSettings
-from shared.contracts import Topic
 from shared.runtime import Service
 
 
@@ -16,7 +15,7 @@ def build(settings: ClassifierSettings | None = None) -> Service:
     model = load(settings.artifact_file or taxonomy.artifact_path)
     service = Service("classifier", settings)
     service.consume(
-        [Topic.FEEDBACK_RECEIVED.value],
+        list(TOPICS),
         make_handlers(taxonomy, model),
         batch_handlers=make_batch_handlers(taxonomy, model),
     )

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.classifier.config import Match, Taxonomy
 from services.classifier.model import CauseModel, Explanation, prepare
-from shared.contracts import Channel, Classification, Feedback, RootCause, Signal, Urgency
+from services.classifier.policy import Match, Taxonomy
+from shared.contracts import OTHER, Channel, Classification, Feedback, RootCause, Signal, Urgency
 
 MAX_EVIDENCE = 3
 TIER_SIGNAL = "customer_tier"
@@ -151,7 +151,7 @@ def secondary_of(
     spec = taxonomy.model
     p_first = ranked[0][1]
     for cause, probability in ranked[1:]:
-        if cause is RootCause.OTHER:
+        if cause == OTHER:
             continue
         if keywords.get(cause) and probability >= spec.secondary_min:
             return cause, probability
@@ -198,36 +198,50 @@ def classify_batch(
         ],
         MAX_EVIDENCE,
     )
-    results = []
-    for row, (feedback, item) in enumerate(zip(feedbacks, scored, strict=True)):
-        ranked = rankings[row]
-        cause, confidence = ranked[0]
-        secondary = secondary_of(taxonomy, ranked, item.keywords)
-        sentiment = round(sentiments[row], 3)
-        signals = text_signals(taxonomy, item.prepared, item.found, sentiment)
-        signals += customer_signals(taxonomy, feedback)
-        urgency = urgency_of(taxonomy, signals, sentiment)
-        cause_keywords = item.keywords.get(cause, [])
-        reasons = [root_cause_reason(cause, confidence, explanations[row], cause_keywords)]
-        if secondary is not None:
-            reasons.append(f"secondary cause {secondary[0].value} ({secondary[1]:.2f})")
-        reasons += [f"{s.name}: {s.evidence}" for s in signals]
-        reasons.append(urgency_reason(urgency, signals, sentiment))
-        confidence = round(confidence, 3)
-        results.append(
-            Classification(
-                root_cause=cause,
-                secondary_cause=secondary[0] if secondary else None,
-                urgency=urgency,
-                sentiment=sentiment,
-                confidence=confidence,
-                signals=signals,
-                needs_review=confidence < taxonomy.review_threshold,
-                model_version=version,
-                reasons=reasons,
-            )
+    return [
+        _classification(
+            taxonomy, feedback, item, rankings[row], sentiments[row], explanation, version
         )
-    return results
+        for row, (feedback, item, explanation) in enumerate(
+            zip(feedbacks, scored, explanations, strict=True)
+        )
+    ]
+
+
+def _classification(
+    taxonomy: Taxonomy,
+    feedback: Feedback,
+    item: _Scored,
+    ranked: Sequence[tuple[RootCause, float]],
+    model_sentiment: float,
+    explanation: Explanation,
+    version: str,
+) -> Classification:
+    """One feedback's classification, from the model's ranking of its causes."""
+    cause, confidence = ranked[0]
+    secondary = secondary_of(taxonomy, ranked, item.keywords)
+    sentiment = round(model_sentiment, 3)
+    signals = text_signals(taxonomy, item.prepared, item.found, sentiment)
+    signals += customer_signals(taxonomy, feedback)
+    urgency = urgency_of(taxonomy, signals, sentiment)
+    cause_keywords = item.keywords.get(cause, [])
+    reasons = [root_cause_reason(cause, confidence, explanation, cause_keywords)]
+    if secondary is not None:
+        reasons.append(f"secondary cause {secondary[0]} ({secondary[1]:.2f})")
+    reasons += [f"{s.name}: {s.evidence}" for s in signals]
+    reasons.append(urgency_reason(urgency, signals, sentiment))
+    confidence = round(confidence, 3)
+    return Classification(
+        root_cause=cause,
+        secondary_cause=secondary[0] if secondary else None,
+        urgency=urgency,
+        sentiment=sentiment,
+        confidence=confidence,
+        signals=signals,
+        needs_review=confidence < taxonomy.review_threshold,
+        model_version=version,
+        reasons=reasons,
+    )
 
 
 def classify(taxonomy: Taxonomy, model: CauseModel, feedback: Feedback) -> Classification:
@@ -237,7 +251,7 @@ def classify(taxonomy: Taxonomy, model: CauseModel, feedback: Feedback) -> Class
 def root_cause_reason(
     cause: RootCause, confidence: float, explanation: Explanation, keywords: Sequence[Match]
 ) -> str:
-    parts = [f"root cause {cause.value} ({confidence:.2f})"]
+    parts = [f"root cause {cause} ({confidence:.2f})"]
     if explanation.ngrams:
         parts.append("text " + ", ".join(explanation.ngrams))
     if keywords:

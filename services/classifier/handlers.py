@@ -5,42 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
-
-from services.classifier.config import Taxonomy
+from services.classifier import metrics
 from services.classifier.domain import classify_batch
 from services.classifier.model import CauseModel
-from shared.contracts import Classification, FeedbackClassified, FeedbackReceived
+from services.classifier.policy import Taxonomy
+from shared.contracts import FeedbackClassified, FeedbackReceived, Topic
 from shared.envelope import Event, new_event
 from shared.kafka import BatchHandler, Handler
 
 SOURCE = "/closeloop/classifier"
 
-CLASSIFIED = Counter(
-    "closeloop_classifications_total",
-    "Feedback classified, by root cause and urgency",
-    ["root_cause", "urgency"],
-)
-NEEDS_REVIEW = Counter(
-    "closeloop_classifications_needs_review_total", "Classifications below the confidence threshold"
-)
-CONFIDENCE = Histogram(
-    "closeloop_classification_confidence",
-    "Confidence of each classification",
-    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
-)
-MODEL_INFO = Gauge(
-    "closeloop_classifier_model_info",
-    "The model and taxonomy version this classifier runs (value 1)",
-    ["model_version"],
-)
 
-
-def observe(classification: Classification) -> None:
-    CLASSIFIED.labels(classification.root_cause.value, classification.urgency.value).inc()
-    CONFIDENCE.observe(classification.confidence)
-    if classification.needs_review:
-        NEEDS_REVIEW.inc()
+# What the classifier consumes.
+TOPICS = (Topic.FEEDBACK_RECEIVED.value,)
 
 
 def make_batch_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, BatchHandler]:
@@ -51,7 +28,7 @@ def make_batch_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, Batc
         classifications = classify_batch(taxonomy, model, [r.feedback for r in received])
         out: list[Event[Any]] = []
         for event, data, classification in zip(events, received, classifications, strict=True):
-            observe(classification)
+            metrics.observe(classification)
             classified = FeedbackClassified(feedback=data.feedback, classification=classification)
             out.append(new_event(classified, source=SOURCE, cause=event.id))
         return out
@@ -60,7 +37,7 @@ def make_batch_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, Batc
 
 
 def make_handlers(taxonomy: Taxonomy, model: CauseModel) -> dict[str, Handler]:
-    MODEL_INFO.labels(f"{model.version}+{taxonomy.version}").set(1)
+    metrics.running(f"{model.version}+{taxonomy.version}")
     batch = make_batch_handlers(taxonomy, model)[FeedbackReceived.event_name]
 
     async def on_feedback_received(event: Event[Any]) -> Sequence[Event[Any]]:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-from shared.contracts import RootCause
+from shared.contracts import RootCause, check_root_cause
 
 FEATURE_VERSION = 1
 NGRAM_RANGE = (1, 3)
@@ -303,8 +303,8 @@ def save(
             out,
             feature_version=np.array(FEATURE_VERSION),
             version=np.array(version),
-            classes=np.array([c.value for c in classes]),
-            keyword_causes=np.array([c.value for c in keyword_causes]),
+            classes=np.array(list(classes)),
+            keyword_causes=np.array(list(keyword_causes)),
             vocabulary=np.array(list(vocabulary)),
             idf=idf.astype(np.float32),
             cause_coef=cause_coef.astype(np.float16),
@@ -344,10 +344,15 @@ def load(artifact: Path) -> CauseModel:
     vectorizer = new_vectorizer(index)
     idf = arrays["idf"].astype(np.float32)
     vectorizer.idf_ = idf
+    try:
+        classes = tuple(check_root_cause(str(c)) for c in arrays["classes"])
+        keyword_causes = tuple(check_root_cause(str(c)) for c in arrays["keyword_causes"])
+    except ValueError as exc:
+        raise ModelError(f"{artifact}: {exc}; retrain it after editing the taxonomy") from exc
     return CauseModel(
         version=version,
-        classes=tuple(RootCause(c) for c in arrays["classes"]),
-        keyword_causes=tuple(RootCause(c) for c in arrays["keyword_causes"]),
+        classes=classes,
+        keyword_causes=keyword_causes,
         vocabulary=vocabulary,
         vectorizer=vectorizer,
         tfidf=FastTfidf.of(vocabulary, idf),

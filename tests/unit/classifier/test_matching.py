@@ -3,9 +3,9 @@ each keyword set on its own, the vectorised TF-IDF equals scikit-learn's vectori
 
 import pytest
 
-from services.classifier.config import KeywordIndex, Keywords, load_taxonomy
-from services.classifier.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples
 from services.classifier.model import load, prepare
+from services.classifier.offline.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples
+from services.classifier.policy import KeywordIndex, Keywords, load_taxonomy
 
 TAXONOMY = load_taxonomy()
 MODEL = load(TAXONOMY.artifact_path)
@@ -29,7 +29,7 @@ def spans(matches: list) -> list[tuple[str, int, int]]:  # type: ignore[type-arg
 
 
 def test_the_index_finds_what_each_keyword_set_finds_alone() -> None:
-    groups = {f"cause:{c.value}": spec.keywords for c, spec in TAXONOMY.root_causes.items()}
+    groups = {f"cause:{c}": spec.keywords for c, spec in TAXONOMY.root_causes.items()}
     groups.update({f"signal:{n}": spec.patterns for n, spec in TAXONOMY.signals.items()})
     for text in TEXTS:
         found = TAXONOMY.index.find_all(text)

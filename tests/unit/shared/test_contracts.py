@@ -10,11 +10,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import bson
+import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from shared.contracts import Attachment, FeedbackReceived
-from tests.support import a_feedback
+from shared.contracts import (
+    DEFAULT_TAXONOMY_FILE,
+    OTHER,
+    Attachment,
+    Classification,
+    FeedbackClassified,
+    FeedbackReceived,
+    root_causes,
+)
+from tests.support import a_classification, a_feedback
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INT64_MAX = 2**63 - 1
@@ -158,3 +169,30 @@ def test_any_metadata_is_storable_and_normalising_it_again_changes_nothing(
     bson.encode(event.model_dump(mode="json"))
     again = FeedbackReceived.model_validate_json(event.model_dump_json())
     assert again.feedback.metadata == event.feedback.metadata
+
+
+def test_the_root_causes_are_the_taxonomys_in_its_order_and_other_last() -> None:
+    taxonomy = yaml.safe_load(DEFAULT_TAXONOMY_FILE.read_text(encoding="utf-8"))
+    assert root_causes() == (*taxonomy["root_causes"], OTHER)
+    assert root_causes()[:3] == ("product_quality", "delivery", "billing")
+
+
+def test_an_event_with_a_root_cause_the_taxonomy_does_not_list_is_rejected_naming_it() -> None:
+    classification = a_classification("delivery").model_dump(mode="json")
+    event = {"feedback": a_feedback().model_dump(mode="json"), "classification": classification}
+    for field in ("root_cause", "secondary_cause"):
+        wrong = {**event, "classification": {**classification, field: "weather"}}
+        with pytest.raises(ValidationError) as caught:
+            FeedbackClassified.model_validate(wrong)
+        (error,) = caught.value.errors()
+        assert error["loc"] == ("classification", field)
+        assert "unknown root cause 'weather'" in error["msg"]
+        assert "product_quality" in error["msg"] and "other" in error["msg"]
+
+
+def test_root_causes_are_plain_strings_in_events_and_their_json() -> None:
+    classification = Classification.model_validate(
+        a_classification("billing", secondary_cause="other").model_dump(mode="json")
+    )
+    assert type(classification.root_cause) is str
+    assert classification.model_dump(mode="json")["secondary_cause"] == "other"

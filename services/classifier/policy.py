@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import load_yaml
-from shared.contracts import CustomerTier, RootCause
+from shared.contracts import OTHER, CustomerTier, RootCause
 
 DEFAULT_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -275,7 +275,7 @@ class Taxonomy(BaseModel):
 
     @model_validator(mode="after")
     def _other_is_fallback(self) -> Taxonomy:
-        if RootCause.OTHER in self.root_causes:
+        if OTHER in self.root_causes:
             raise ValueError("root_causes.other is the fallback and takes no keywords")
         return self
 
@@ -289,14 +289,14 @@ class Taxonomy(BaseModel):
     @cached_property
     def index(self) -> KeywordIndex:
         """All keyword sets in one index: ``cause:<name>`` and ``signal:<name>``."""
-        groups = {f"cause:{c.value}": spec.keywords for c, spec in self.root_causes.items()}
+        groups = {f"cause:{c}": spec.keywords for c, spec in self.root_causes.items()}
         groups.update({f"signal:{name}": spec.patterns for name, spec in self.signals.items()})
         return KeywordIndex(groups)
 
     @cached_property
     def cause_groups(self) -> tuple[tuple[RootCause, str], ...]:
         """Each root cause with its group name in ``index``."""
-        return tuple((cause, f"cause:{cause.value}") for cause in self.root_causes)
+        return tuple((cause, f"cause:{cause}") for cause in self.root_causes)
 
     @cached_property
     def signal_groups(self) -> tuple[tuple[str, SignalSpec, str], ...]:

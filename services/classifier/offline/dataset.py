@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contracts import RootCause, Urgency
 
-DATA_DIR = Path(__file__).with_name("data")
+# The data sit in the service folder (services/classifier/data), beside the model.
+DATA_DIR = Path(__file__).parents[1] / "data"
 TRAIN_FILE = DATA_DIR / "train.jsonl"
 HELDOUT_FILE = DATA_DIR / "heldout.jsonl"
 # Written and labelled apart from the training data, the rules and the model

@@ -10,9 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.classifier import labelling
-from services.classifier.config import load_taxonomy
-from services.classifier.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples
 from services.classifier.domain import keyword_counts, keyword_matches
 from services.classifier.model import (
     FEATURE_VERSION,
@@ -23,7 +20,9 @@ from services.classifier.model import (
     prepare,
     sentiment_from_logit,
 )
-from services.classifier.training import (
+from services.classifier.offline import labelling
+from services.classifier.offline.dataset import HELDOUT_FILE, TRAIN_FILE, read_examples
+from services.classifier.offline.training import (
     FittedModels,
     TrainingError,
     TrainingParams,
@@ -31,7 +30,8 @@ from services.classifier.training import (
     read_training_data,
     train,
 )
-from shared.contracts import RootCause
+from services.classifier.policy import load_taxonomy
+from shared.contracts import root_causes
 
 TAXONOMY = load_taxonomy()
 MODEL = load(TAXONOMY.artifact_path)
@@ -53,7 +53,7 @@ def test_the_committed_artifact_was_built_from_the_committed_training_data() -> 
     assert manifest["training_data"]["sha256"] == digest, "data changed: run `train`"
     assert manifest["version"] == MODEL.version
     assert manifest["feature_version"] == FEATURE_VERSION
-    assert set(MODEL.classes) == set(RootCause)
+    assert set(MODEL.classes) == set(root_causes())
 
 
 def test_the_artifact_stays_small() -> None:

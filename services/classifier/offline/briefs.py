@@ -6,7 +6,7 @@ feedback text for it; the brief's fields are the example's labels. Writers never
 taxonomy's keywords, the evaluation sets or each other's output (PROVENANCE.md), so the
 words are theirs, not the rules'.
 
-``python -m services.classifier.briefs --count 900 --seed 11 --out FILE`` writes briefs as
+``python -m services.classifier.offline.briefs --count 900 --seed 11 --out FILE`` writes briefs as
 JSON lines; the same count and seed always give the same briefs.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.contracts import RootCause, Urgency
+from shared.contracts import OTHER, RootCause, Urgency, check_root_cause, root_causes
 
 CHANNELS = ("sms", "email", "phone", "chat", "social", "app_review", "web")
 CHANNEL_STYLE = {
@@ -139,10 +139,78 @@ class Brief:
 
 
 def _urgency_for(rng: random.Random, cause: RootCause, shares: dict[Urgency, float]) -> Urgency:
-    if cause is RootCause.OTHER:
+    if cause == OTHER:
         return Urgency.LOW
     kinds = [u for u in shares if u is not Urgency.LOW] + [Urgency.LOW]
     return rng.choices(kinds, weights=[shares[u] for u in kinds])[0]
+
+
+class _Turns:
+    """What makes each brief urgent (or, for ``other``, what kind it is): the critical
+    kinds, high signals and kinds of ``other`` are taken in turn."""
+
+    def __init__(self) -> None:
+        self.critical = self.high = self.other = 0
+
+    def why(self, cause: RootCause, urgency: Urgency) -> str:
+        if urgency is Urgency.CRITICAL:
+            self.critical += 1
+            return CRITICAL_KINDS[(self.critical - 1) % len(CRITICAL_KINDS)]
+        if urgency is Urgency.HIGH:
+            self.high += 1
+            return HIGH_SIGNALS[(self.high - 1) % len(HIGH_SIGNALS)]
+        if urgency is Urgency.MEDIUM:
+            return MEDIUM_NOTE
+        if cause == OTHER:
+            self.other += 1
+            return OTHER_KINDS[(self.other - 1) % len(OTHER_KINDS)]
+        return LOW_COMPLAINT_NOTE
+
+
+def _secondary_for(rng: random.Random, cause: RootCause, share: float) -> RootCause | None:
+    if cause == OTHER or rng.random() >= share:
+        return None
+    return rng.choice([c for c in root_causes() if c not in (cause, OTHER)])
+
+
+def _sentiment_for(cause: RootCause, why: str) -> str:
+    if cause == OTHER:
+        return "positive" if why == OTHER_KINDS[0] else "neutral"
+    return "negative"
+
+
+def _brief(
+    rng: random.Random,
+    brief_id: str,
+    cause: RootCause,
+    urgency: Urgency,
+    why: str,
+    secondary: RootCause | None,
+    english_share: float,
+) -> Brief:
+    # The draws keep their order (channel, language, persona, ...): a seed gives the
+    # briefs it always gave.
+    channel = rng.choice(CHANNELS)
+    return Brief(
+        id=brief_id,
+        root_cause=cause,
+        secondary_cause=secondary,
+        urgency=urgency.value,
+        what_makes_it_urgent=why,
+        sentiment=_sentiment_for(cause, why),
+        channel=channel,
+        channel_style=CHANNEL_STYLE[channel],
+        lang="en" if rng.random() < english_share else "zh",
+        persona=rng.choice(PERSONAS),
+        setting=rng.choice(SETTINGS),
+        length=LENGTHS[0] if channel == "sms" else rng.choice(LENGTHS),
+        indirectness=rng.choice(INDIRECTNESS),
+        harmless_mention=(
+            rng.choice(HARMLESS_MENTIONS)
+            if urgency is not Urgency.CRITICAL and rng.random() < HARMLESS_SHARE
+            else None
+        ),
+    )
 
 
 def make_briefs(
@@ -153,11 +221,12 @@ def make_briefs(
     secondary_share: float = 0.3,
     urgency_shares: dict[Urgency, float] | None = None,
     prefix: str = "b",
-    causes: Sequence[RootCause] = tuple(RootCause),
+    causes: Sequence[RootCause] | None = None,
 ) -> list[Brief]:
-    """``count`` briefs with ``causes`` in turn (by default all, so each gets count/9),
-    urgency drawn by ``urgency_shares`` (``other`` is always low), critical kinds, high
-    signals and the kinds of ``other`` in turn."""
+    """``count`` briefs with ``causes`` in turn (by default every root cause, each getting
+    an equal share), urgency drawn by ``urgency_shares`` (``other`` is always low),
+    critical kinds, high signals and the kinds of ``other`` in turn."""
+    causes = causes or root_causes()
     shares = urgency_shares or {
         Urgency.CRITICAL: 0.3,
         Urgency.HIGH: 0.25,
@@ -165,68 +234,29 @@ def make_briefs(
         Urgency.LOW: 0.15,
     }
     rng = random.Random(seed)
+    turns = _Turns()
     briefs = []
-    critical_turn = high_turn = other_turn = 0
     for index in range(count):
         cause = causes[index % len(causes)]
         urgency = _urgency_for(rng, cause, shares)
-        if urgency is Urgency.CRITICAL:
-            why = CRITICAL_KINDS[critical_turn % len(CRITICAL_KINDS)]
-            critical_turn += 1
-        elif urgency is Urgency.HIGH:
-            why = HIGH_SIGNALS[high_turn % len(HIGH_SIGNALS)]
-            high_turn += 1
-        elif urgency is Urgency.MEDIUM:
-            why = MEDIUM_NOTE
-        elif cause is RootCause.OTHER:
-            why = OTHER_KINDS[other_turn % len(OTHER_KINDS)]
-            other_turn += 1
-        else:
-            why = LOW_COMPLAINT_NOTE
-        secondary = None
-        if cause is not RootCause.OTHER and rng.random() < secondary_share:
-            secondary = rng.choice([c for c in RootCause if c not in (cause, RootCause.OTHER)])
-        channel = rng.choice(CHANNELS)
-        if cause is RootCause.OTHER:
-            sentiment = "positive" if why == OTHER_KINDS[0] else "neutral"
-        else:
-            sentiment = "negative"
-        briefs.append(
-            Brief(
-                id=f"{prefix}{seed}-{index:05d}",
-                root_cause=cause.value,
-                secondary_cause=secondary.value if secondary else None,
-                urgency=urgency.value,
-                what_makes_it_urgent=why,
-                sentiment=sentiment,
-                channel=channel,
-                channel_style=CHANNEL_STYLE[channel],
-                lang="en" if rng.random() < english_share else "zh",
-                persona=rng.choice(PERSONAS),
-                setting=rng.choice(SETTINGS),
-                length=LENGTHS[0] if channel == "sms" else rng.choice(LENGTHS),
-                indirectness=rng.choice(INDIRECTNESS),
-                harmless_mention=(
-                    rng.choice(HARMLESS_MENTIONS)
-                    if urgency is not Urgency.CRITICAL and rng.random() < HARMLESS_SHARE
-                    else None
-                ),
-            )
-        )
+        why = turns.why(cause, urgency)
+        secondary = _secondary_for(rng, cause, secondary_share)
+        brief_id = f"{prefix}{seed}-{index:05d}"
+        briefs.append(_brief(rng, brief_id, cause, urgency, why, secondary, english_share))
     return briefs
 
 
 def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.classifier.briefs")
+    parser = argparse.ArgumentParser(prog="python -m services.classifier.offline.briefs")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--prefix", default="b")
     parser.add_argument(
-        "--causes", default=",".join(RootCause), help="comma-separated causes to take in turn"
+        "--causes", default=",".join(root_causes()), help="comma-separated causes to take in turn"
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(list(argv))
-    causes = [RootCause(c) for c in args.causes.split(",")]
+    causes = [check_root_cause(c) for c in args.causes.split(",")]
     briefs = make_briefs(args.count, args.seed, prefix=args.prefix, causes=causes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

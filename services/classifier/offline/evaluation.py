@@ -9,8 +9,8 @@ from typing import Any
 
 from sklearn.metrics import precision_recall_fscore_support
 
-from services.classifier.dataset import LabelledExample
-from shared.contracts import Classification, RootCause, Urgency
+from services.classifier.offline.dataset import LabelledExample
+from shared.contracts import Classification, Urgency, root_causes
 
 URGENCY_ORDER = [Urgency.CRITICAL, Urgency.HIGH, Urgency.MEDIUM, Urgency.LOW]
 HIGH_OR_CRITICAL = frozenset({Urgency.HIGH, Urgency.CRITICAL})
@@ -108,30 +108,66 @@ def label_report(
     )
 
 
-def evaluate(
-    examples: Sequence[LabelledExample], results: Sequence[Classification]
-) -> EvaluationReport:
-    if len(examples) != len(results):
-        raise ValueError("one classification per example")
-    causes = [c.value for c in RootCause]
-    truth = [e.root_cause.value for e in examples]
-    predicted = [r.root_cause.value for r in results]
+Pairs = Sequence[tuple[LabelledExample, Classification]]
+
+
+def _cause_figures(pairs: Pairs) -> dict[str, Any]:
+    """Root-cause scores, overall and per language, and how sure the classifier was."""
+    causes = list(root_causes())
+    truth = [e.root_cause for e, _ in pairs]
+    predicted = [r.root_cause for _, r in pairs]
     by_language: dict[str, tuple[list[str], list[str]]] = {}
-    for example, t, p in zip(examples, truth, predicted, strict=True):
+    for (example, _), t, p in zip(pairs, truth, predicted, strict=True):
         pair = by_language.setdefault(example.lang, ([], []))
         pair[0].append(t)
         pair[1].append(p)
     either = sum(
         1
-        for e, r in zip(examples, results, strict=True)
+        for e, r in pairs
         if r.root_cause in (e.root_cause, e.secondary_cause)
         or (e.secondary_cause is not None and r.secondary_cause == e.root_cause)
     )
-    confident = [(e, r) for e, r in zip(examples, results, strict=True) if not r.needs_review]
-    pairs = list(zip(examples, results, strict=True))
-    secondary_predicted = [(e, r) for e, r in pairs if r.secondary_cause is not None]
+    confident = [(e, r) for e, r in pairs if not r.needs_review]
+    return {
+        "root_cause": label_report(truth, predicted, causes),
+        "root_cause_by_language": {
+            lang: label_report(t, p, causes).macro_f1
+            for lang, (t, p) in sorted(by_language.items())
+        },
+        "primary_or_secondary_accuracy": round(either / len(pairs), 4) if pairs else 0.0,
+        "needs_review_rate": round(sum(r.needs_review for _, r in pairs) / len(pairs), 4)
+        if pairs
+        else 0.0,
+        "accuracy_when_confident": round(
+            sum(e.root_cause == r.root_cause for e, r in confident) / len(confident), 4
+        )
+        if confident
+        else None,
+    }
 
-    with_urgency = [(e, r) for e, r in zip(examples, results, strict=True) if e.urgency]
+
+def _secondary_figures(pairs: Pairs) -> dict[str, Any]:
+    secondary_predicted = [(e, r) for e, r in pairs if r.secondary_cause is not None]
+    return {
+        "secondary_predicted": len(secondary_predicted),
+        "secondary_labelled": sum(1 for e, _ in pairs if e.secondary_cause is not None),
+        # A predicted second cause is right when the example names it, as first or second.
+        "secondary_correct": sum(
+            1
+            for e, r in secondary_predicted
+            if r.secondary_cause in (e.root_cause, e.secondary_cause)
+        ),
+        "secondary_found": sum(
+            1
+            for e, r in pairs
+            if e.secondary_cause is not None and r.secondary_cause == e.secondary_cause
+        ),
+    }
+
+
+def _urgency_figures(pairs: Pairs) -> dict[str, Any]:
+    """Urgency scores on the examples labelled with one, and the critical ones missed."""
+    with_urgency = [(e, r) for e, r in pairs if e.urgency]
     urgency = None
     critical = [(e, r) for e, r in with_urgency if e.urgency is Urgency.CRITICAL]
     if with_urgency:
@@ -141,53 +177,39 @@ def evaluate(
             [u.value for u in URGENCY_ORDER],
         )
     missed = [e.text for e, r in critical if r.urgency is not Urgency.CRITICAL]
-    positives = [
-        (e, r) for e, r in zip(examples, results, strict=True) if e.sentiment == "positive"
-    ]
-    polar = [
-        (e, r)
-        for e, r in zip(examples, results, strict=True)
-        if e.sentiment in ("positive", "negative")
-    ]
-    return EvaluationReport(
-        examples=len(examples),
-        root_cause=label_report(truth, predicted, causes),
-        root_cause_by_language={
-            lang: label_report(t, p, causes).macro_f1
-            for lang, (t, p) in sorted(by_language.items())
-        },
-        primary_or_secondary_accuracy=round(either / len(examples), 4) if examples else 0.0,
-        secondary_predicted=len(secondary_predicted),
-        secondary_labelled=sum(1 for e, _ in pairs if e.secondary_cause is not None),
-        # A predicted second cause is right when the example names it, as first or second.
-        secondary_correct=sum(
-            1
-            for e, r in secondary_predicted
-            if r.secondary_cause in (e.root_cause, e.secondary_cause)
-        ),
-        secondary_found=sum(
-            1
-            for e, r in pairs
-            if e.secondary_cause is not None and r.secondary_cause == e.secondary_cause
-        ),
-        needs_review_rate=round(sum(r.needs_review for r in results) / len(results), 4)
-        if results
-        else 0.0,
-        accuracy_when_confident=round(
-            sum(e.root_cause is r.root_cause for e, r in confident) / len(confident), 4
-        )
-        if confident
-        else None,
-        urgency=urgency,
-        critical_total=len(critical),
-        critical_found=len(critical) - len(missed),
-        critical_missed=missed,
-        positive_total=len(positives),
-        positive_high_or_critical=sum(1 for _, r in positives if r.urgency in HIGH_OR_CRITICAL),
-        sentiment_total=len(polar),
-        sentiment_sign_correct=sum(
+    return {
+        "urgency": urgency,
+        "critical_total": len(critical),
+        "critical_found": len(critical) - len(missed),
+        "critical_missed": missed,
+    }
+
+
+def _sentiment_figures(pairs: Pairs) -> dict[str, Any]:
+    positives = [(e, r) for e, r in pairs if e.sentiment == "positive"]
+    polar = [(e, r) for e, r in pairs if e.sentiment in ("positive", "negative")]
+    return {
+        "positive_total": len(positives),
+        "positive_high_or_critical": sum(1 for _, r in positives if r.urgency in HIGH_OR_CRITICAL),
+        "sentiment_total": len(polar),
+        "sentiment_sign_correct": sum(
             1 for e, r in polar if (r.sentiment > 0) == (e.sentiment == "positive")
         ),
+    }
+
+
+def evaluate(
+    examples: Sequence[LabelledExample], results: Sequence[Classification]
+) -> EvaluationReport:
+    if len(examples) != len(results):
+        raise ValueError("one classification per example")
+    pairs = list(zip(examples, results, strict=True))
+    return EvaluationReport(
+        examples=len(examples),
+        **_cause_figures(pairs),
+        **_secondary_figures(pairs),
+        **_urgency_figures(pairs),
+        **_sentiment_figures(pairs),
     )
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.classifier.config import load_taxonomy
 from services.classifier.model import load
+from services.classifier.policy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
 MODEL = load(TAXONOMY.artifact_path)

@@ -7,7 +7,7 @@ parameters), so the same inputs always give the same version. Nothing from the h
 file is ever read here, other than to refuse training data that overlaps it and to keep
 its texts out of the sentiment corpus.
 
-``python -m services.classifier.training cross-validate`` scores the same procedure by
+``python -m services.classifier.offline.training cross-validate`` scores the same procedure by
 k-fold cross-validation on the training file: the way parameters are chosen.
 """
 
@@ -31,17 +31,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from services.classifier import labelling
-from services.classifier.config import Taxonomy
-from services.classifier.dataset import (
-    BLIND_FILE,
-    HELDOUT_FILE,
-    TRAIN_FILE,
-    LabelledExample,
-    read_examples,
-)
 from services.classifier.domain import keyword_counts, keyword_matches
-from services.classifier.evaluation import LabelReport, format_label_report, label_report
 from services.classifier.model import (
     CJK,
     FEATURE_VERSION,
@@ -51,7 +41,17 @@ from services.classifier.model import (
     save,
     sentiment_from_logit,
 )
-from shared.contracts import RootCause
+from services.classifier.offline import labelling
+from services.classifier.offline.dataset import (
+    BLIND_FILE,
+    HELDOUT_FILE,
+    TRAIN_FILE,
+    LabelledExample,
+    read_examples,
+)
+from services.classifier.offline.evaluation import LabelReport, format_label_report, label_report
+from services.classifier.policy import Taxonomy
+from shared.contracts import RootCause, check_root_cause, root_causes
 
 SENTIMENT_CORPORA = ("neg.txt", "pos.txt")
 # Bumped whenever the training procedure changes, so the version changes with it.
@@ -186,7 +186,7 @@ def fit_models(
     (normalised texts) never reach the sentiment corpus: the held-out set, and in
     cross-validation the fold being predicted."""
     cause_texts = [prepare(text_of_example(e)) for e in examples]
-    cause_labels = [e.root_cause.value for e in examples]
+    cause_labels = [e.root_cause for e in examples]
     keyword_causes = tuple(taxonomy.root_causes)
     counts = keyword_counts([keyword_matches(taxonomy, t) for t in cause_texts], keyword_causes)
 
@@ -281,6 +281,41 @@ def read_training_data(
     return examples, heldout_keys
 
 
+def _manifest(
+    params: TrainingParams,
+    fitted: FittedModels,
+    train_file: Path,
+    inputs: dict[str, Any],
+    examples: int,
+    per_cause: dict[str, int],
+) -> dict[str, Any]:
+    """What the artifact was built from and with, written beside it."""
+    return {
+        "feature_version": FEATURE_VERSION,
+        "params": asdict(params),
+        "cause_temperature": fitted.temperature,
+        "training_data": {
+            "file": train_file.name,
+            "sha256": inputs["train_file"],
+            "examples": examples,
+            "per_cause": per_cause,
+        },
+        "sentiment_data": {
+            "corpora": fitted.corpus_digests,
+            "texts": fitted.sentiment_texts,
+        },
+        "taxonomy_keywords_sha256": hashlib.sha256(
+            json.dumps(inputs["keywords"], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest(),
+        "vocabulary": len(fitted.vectorizer.vocabulary_),
+        "built_with": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+
+
 def train(
     taxonomy: Taxonomy,
     output: Path,
@@ -293,7 +328,7 @@ def train(
     fitted = fit_models(taxonomy, examples, params, heldout_keys)
     vectorizer = fitted.vectorizer
     vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
-    cause_labels = [e.root_cause.value for e in examples]
+    cause_labels = [e.root_cause for e in examples]
 
     inputs = {
         "feature_version": FEATURE_VERSION,
@@ -302,7 +337,7 @@ def train(
         "train_file": sha256_of(train_file),
         "corpora": fitted.corpus_digests,
         "keywords": {
-            cause.value: spec.keywords.model_dump() for cause, spec in taxonomy.root_causes.items()
+            cause: spec.keywords.model_dump() for cause, spec in taxonomy.root_causes.items()
         },
     }
     version = version_of(inputs)
@@ -310,7 +345,7 @@ def train(
     save(
         output,
         version=version,
-        classes=[RootCause(c) for c in fitted.cause_model.classes_],
+        classes=[check_root_cause(str(c)) for c in fitted.cause_model.classes_],
         keyword_causes=fitted.keyword_causes,
         vocabulary=vocabulary,
         idf=vectorizer.idf_,
@@ -319,30 +354,7 @@ def train(
         cause_intercept=fitted.cause_model.intercept_ / fitted.temperature,
         sentiment_coef=fitted.sentiment_model.coef_[0],
         sentiment_intercept=float(fitted.sentiment_model.intercept_[0]),
-        manifest={
-            "feature_version": FEATURE_VERSION,
-            "params": asdict(params),
-            "cause_temperature": fitted.temperature,
-            "training_data": {
-                "file": train_file.name,
-                "sha256": inputs["train_file"],
-                "examples": len(examples),
-                "per_cause": per_cause,
-            },
-            "sentiment_data": {
-                "corpora": fitted.corpus_digests,
-                "texts": fitted.sentiment_texts,
-            },
-            "taxonomy_keywords_sha256": hashlib.sha256(
-                json.dumps(inputs["keywords"], sort_keys=True, ensure_ascii=False).encode()
-            ).hexdigest(),
-            "vocabulary": len(vocabulary),
-            "built_with": {
-                "python": platform.python_version(),
-                "scikit-learn": sklearn.__version__,
-                "numpy": np.__version__,
-            },
-        },
+        manifest=_manifest(params, fitted, train_file, inputs, len(examples), per_cause),
     )
     return TrainingSummary(
         version=version,
@@ -380,11 +392,11 @@ def cross_validate(
     the vocabulary, the sentiment model and the root-cause model without the examples it
     then predicts (nor their texts in the sentiment corpus). This is how parameters,
     features and labels are chosen; the held-out file only reports."""
-    truth = [e.root_cause.value for e in examples]
+    truth = [e.root_cause for e in examples]
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     predicted = [""] * len(examples)
     fold_scores = []
-    labels = [c.value for c in RootCause]
+    labels = list(root_causes())
     for train_rows, test_rows in splitter.split(np.zeros(len(truth)), truth):
         held = {labelling.normalise(examples[i].text) for i in test_rows}
         fitted = fit_models(
@@ -417,9 +429,9 @@ def text_of_example(example: LabelledExample) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-    """``python -m services.classifier.training cross-validate``: out-of-fold scores of the
+    """``python -m services.classifier.offline.training cross-validate``: out-of-fold scores of the
     training procedure on data/train.jsonl (the held-out file is never predicted)."""
-    parser = argparse.ArgumentParser(prog="python -m services.classifier.training")
+    parser = argparse.ArgumentParser(prog="python -m services.classifier.offline.training")
     commands = parser.add_subparsers(dest="command", required=True)
     cv = commands.add_parser("cross-validate", help="stratified k-fold scores on the training set")
     cv.add_argument("--folds", type=int, default=5)
@@ -428,7 +440,7 @@ def main(argv: Sequence[str]) -> None:
     cv.add_argument("--max-features", type=int, default=None)
     cv.add_argument("--train-file", type=Path, default=TRAIN_FILE)
     args = parser.parse_args(list(argv))
-    from services.classifier.config import load_taxonomy
+    from services.classifier.policy import load_taxonomy
 
     params = TrainingParams()
     if args.cause_c is not None:
