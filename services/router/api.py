@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.router.business_time import business_time_between
-from services.router.config import RoutingPolicy
+from services.router.domain import Agent
 from services.router.flows import CaseRouter
+from services.router.policy import RoutingPolicy
 from shared.auth import api_client
 from shared.clock import utcnow
-from shared.contracts import CaseRouted, Priority
+from shared.contracts import Priority
 from shared.http import PROBLEM_JSON
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem details"}
@@ -39,8 +40,17 @@ class AgentView(BaseModel):
     open_cases: list[str]
 
     @classmethod
-    def of(cls, doc: dict[str, Any]) -> AgentView:
-        return cls.model_validate({**doc, "id": doc["_id"]})
+    def of(cls, agent: Agent) -> AgentView:
+        return cls(
+            id=agent.id,
+            team=agent.team,
+            languages=list(agent.languages),
+            root_causes=list(agent.root_causes),
+            capacity=agent.capacity,
+            load=agent.load,
+            available=agent.available,
+            open_cases=list(agent.open_cases),
+        )
 
 
 class AvailabilityIn(BaseModel):
@@ -97,7 +107,7 @@ async def list_agents(request: Request, team: str | None = None) -> list[AgentVi
     case_router, policy = _deps(request)
     if team is not None:
         _known_team(policy, team)
-    return [AgentView.of(doc) for doc in await case_router.store.list_agents(team)]
+    return [AgentView.of(agent) for agent in await case_router.store.list_agents(team)]
 
 
 @router.get(
@@ -105,10 +115,10 @@ async def list_agents(request: Request, team: str | None = None) -> list[AgentVi
 )
 async def get_agent(request: Request, agent_id: str) -> AgentView:
     case_router, _ = _deps(request)
-    doc = await case_router.store.get_agent(agent_id)
-    if doc is None:
+    agent = await case_router.store.get_agent(agent_id)
+    if agent is None:
         raise HTTPException(404, f"no agent {agent_id}")
-    return AgentView.of(doc)
+    return AgentView.of(agent)
 
 
 @router.put(
@@ -121,10 +131,10 @@ async def put_availability(request: Request, agent_id: str, body: AvailabilityIn
     """Set an agent online or offline. Going online serves the team queue at once; going
     offline keeps the cases the agent holds and stops new ones."""
     case_router, _ = _deps(request)
-    doc = await case_router.set_availability(agent_id, body.available)
-    if doc is None:
+    agent = await case_router.set_availability(agent_id, body.available)
+    if agent is None:
         raise HTTPException(404, f"no agent {agent_id}")
-    return AgentView.of(doc)
+    return AgentView.of(agent)
 
 
 @router.get("/teams", response_model=list[TeamView], tags=["teams"])
@@ -162,14 +172,14 @@ async def team_queue(
     now = utcnow()
     items = []
     for position, case in enumerate(cases, start=1):
-        routing = CaseRouted.model_validate(case["routed"]).routing
+        routing = case.routing
         left = business_time_between(calendar, now, routing.first_response_due)
         items.append(
             QueueItem(
                 position=position,
-                case_id=case["_id"],
+                case_id=case.id,
                 priority=routing.priority,
-                queued_since=case["queued_at"],
+                queued_since=case.queued_at or routing.routed_at,
                 reroute_count=routing.reroute_count,
                 first_response_due=routing.first_response_due,
                 resolution_due=routing.resolution_due,

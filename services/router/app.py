@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, time, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from services.router.api import router as api_router
-from services.router.config import RoutingPolicy, load_policy
 from services.router.flows import CaseRouter
-from services.router.handlers import make_batch_handlers, make_handlers, make_signal_handlers
+from services.router.handlers import (
+    SIGNAL_TOPICS,
+    TOPICS,
+    make_batch_handlers,
+    make_handlers,
+    make_signal_handlers,
+)
 from services.router.metrics import CALENDAR_HOLIDAYS_UNTIL
-from services.router.scheduled import run_sweeps
+from services.router.policy import RoutingPolicy, load_policy
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
 from shared.auth import Gate
 from shared.clock import utcnow
-from shared.contracts import Topic
+from shared.jobs import run_every
 from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
@@ -63,7 +69,7 @@ def build(settings: RouterSettings | None = None) -> Service:
     service = Service("router", settings, app=app, uses_database=True)
     storage = limits_storage(settings.rate_limit_storage, service.db)
     app.state.gate = Gate.of("router", settings, settings.api_keys, storage)
-    store = RouterStore(service.db)
+    store = RouterStore(service.db, service.producer.publish)
     case_router = CaseRouter(store, policy, service.producer.publish)
     app.state.router = case_router
 
@@ -78,11 +84,13 @@ def build(settings: RouterSettings | None = None) -> Service:
         observe_calendars(policy, utcnow())
 
     async def sweeps(stop: asyncio.Event) -> None:
-        await run_sweeps(case_router, settings.queue_sweep_s, settings.outbox_retry_after_s, stop)
+        outbox_after = timedelta(seconds=settings.outbox_retry_after_s)
+        sweep_once = partial(case_router.sweep, outbox_after)
+        await run_every("queue sweep", sweep_once, settings.queue_sweep_s, stop)
 
     service.on_startup(prepare)
     service.consume(
-        [Topic.FEEDBACK_CLASSIFIED.value, Topic.CASE_LIFECYCLE.value],
+        list(TOPICS),
         make_handlers(case_router),
         batch_handlers=make_batch_handlers(case_router),
     )
@@ -94,7 +102,7 @@ def build(settings: RouterSettings | None = None) -> Service:
     # topics, so no consumer could order one after the other; a signal applies to the
     # customer's next new case from when it is stored.
     service.consume(
-        [Topic.CUSTOMER_SIGNALS.value],
+        list(SIGNAL_TOPICS),
         make_signal_handlers(case_router),
         group=signals_group(settings),
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.router.domain import Agent
 
 CASES_ROUTED = Counter(
     "closeloop_cases_routed_total",
@@ -61,5 +61,5 @@ CALENDAR_HOLIDAYS_UNTIL = Gauge(
 )
 
 
-def observe_agent(agent: dict[str, Any]) -> None:
-    AGENT_LOAD.labels(str(agent["team"]), str(agent["_id"])).set(int(agent["load"]))
+def observe_agent(agent: Agent) -> None:
+    AGENT_LOAD.labels(agent.team, agent.id).set(agent.load)

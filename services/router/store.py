@@ -1,64 +1,143 @@
-"""The router's collections: agents (with the cases they hold) and cases.
+"""The router's collections, and the only code that knows their documents: agents (with
+the cases they hold), cases and customers' standing. It converts documents to and from
+the domain's models and applies the domain's decisions.
 
-Agents: ``_id`` is the agent id; ``open_cases`` lists the case ids the agent holds and
-``load`` is its length. Taking a case is one conditional update that checks capacity,
-availability, the load the choice was made on, and that the agent does not hold the
-case yet: concurrent routers can neither overfill an agent nor count a case twice.
+Agents (``router_agents``): ``_id`` is the agent id; ``open_cases`` lists the case ids
+the agent holds and ``load`` is its length. Taking a case is one conditional update that
+checks capacity, availability, the load the choice was made on, and that the agent does
+not hold the case yet: concurrent routers can neither overfill an agent nor count a case
+twice.
 
-Cases (collection ``router_routings``): the router's view of each case it routed: the
-current ``case.routed`` payload, status (open, resolved, closed), the team whose queue
-it waits in, and ``history``, every ``case.routed`` emitted for the case keyed by what
-caused it, so a redelivered cause emits the same event again. Changes are conditional
-on ``version`` (optimistic concurrency). ``outbox`` lists history entries not yet
-published.
+Cases (``router_routings``): the router's view of each case it routed: the current
+``case.routed`` payload (``routed``), status (open, resolved, closed), the team whose
+queue it waits in (``waiting_in``), ``linked_feedback``, the lifecycle events applied
+(``seen``) and ``history``, every ``case.routed`` emitted for the case keyed by what
+caused it, so a redelivered cause emits the same event again. A decision is written by
+one update conditional on the revision ``rev`` it was made on, which also queues the
+events it publishes on its own in ``outbox`` (shared/outbox.py).
 
-Customers (collection ``router_customers``): each customer's standing as insights last
-told it on customer.signals: ``_id`` is the customer key, ``at_risk``, ``crossing`` (the
-customer's n-th crossing), ``since``, ``score``, the top ``reasons`` and ``signal_id``.
-A standing is written only over one of a lower crossing, so redelivered, late and
-concurrent signals leave the latest; a recovered customer's document stays, to keep its
-crossing (a few hundred bytes per customer who was ever at risk).
+Customers (``router_customers``): each customer's standing as insights last told it on
+customer.signals: ``_id`` is the customer key, ``at_risk``, ``crossing`` (the customer's
+n-th crossing), ``since``, ``score``, the top ``reasons`` and ``signal_id``. A standing
+is written only over one of a lower crossing, so redelivered, late and concurrent
+signals leave the latest; a recovered customer's document stays, to keep its crossing
+(a few hundred bytes per customer who was ever at risk).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.router.config import RoutingPolicy
-from services.router.domain import Standing
-from shared.contracts import CaseRouted, ScoreReason
+from services.router.decisions import Decision
+from services.router.domain import Agent, Case, Recorded, Standing
+from services.router.policy import RoutingPolicy
+from shared.contracts import CaseRouted, ScoreReason, priority_rank
 from shared.db import Document, insert_new
 from shared.envelope import Event
+from shared.outbox import OUTBOX, REVISION, Outbox, new_document
 
-SOURCE = "/closeloop/router"
-
-
-def history_entry(key: str, event: Event[CaseRouted]) -> dict[str, Any]:
-    return {
-        "key": key,
-        "event_id": event.id,
-        "time": event.time,
-        "data": event.data.model_dump(mode="json"),
-    }
+Publish = Callable[[Sequence[Event[Any]]], Awaitable[None]]
+# What a partial read of cases leaves out: the parts that grow with the case's life.
+PARTIAL = {"history": 0, "seen": 0, OUTBOX: 0}
 
 
-def event_from_history(entry: dict[str, Any]) -> Event[CaseRouted]:
-    return Event(
-        id=entry["event_id"],
-        source=SOURCE,
-        time=entry["time"],
-        data=CaseRouted.model_validate(entry["data"]),
+async def _publish_nothing(events: Sequence[Event[Any]]) -> None:
+    raise RuntimeError("this store was made without a publisher: it cannot relay its outbox")
+
+
+def _agent(doc: Mapping[str, Any]) -> Agent:
+    return Agent(
+        id=str(doc["_id"]),
+        team=str(doc["team"]),
+        languages=tuple(doc.get("languages", ())),
+        root_causes=tuple(doc.get("root_causes", ())),
+        capacity=int(doc["capacity"]),
+        load=int(doc["load"]),
+        available=bool(doc.get("available")),
+        retired=bool(doc.get("retired")),
+        open_cases=tuple(doc.get("open_cases", ())),
     )
 
 
-def find_history(case: dict[str, Any], key: str) -> dict[str, Any] | None:
-    return next((h for h in case.get("history", []) if h["key"] == key), None)
+def _recorded(entry: Mapping[str, Any]) -> Recorded:
+    return Recorded(
+        key=entry["key"],
+        event_id=entry["event_id"],
+        time=entry["time"],
+        routed=CaseRouted.model_validate(entry["data"]),
+    )
+
+
+def _entry(recorded: Recorded) -> Document:
+    return {
+        "key": recorded.key,
+        "event_id": recorded.event_id,
+        "time": recorded.time,
+        "data": recorded.routed.model_dump(mode="json"),
+    }
+
+
+def _case(doc: Mapping[str, Any]) -> Case:
+    return Case.model_validate(
+        {
+            "id": doc["_id"],
+            "rev": doc[REVISION],
+            **{field: doc[field] for field in _STATE},
+            **{field: doc[field] for field in _FIXED},
+            "routed": CaseRouted.model_validate(doc["routed"]),
+            "linked_feedback": tuple(doc.get("linked_feedback", ())),
+            "seen": tuple(doc["seen"]) if "seen" in doc else None,
+            "history": tuple(_recorded(e) for e in doc["history"]) if "history" in doc else None,
+        }
+    )
+
+
+_FIXED = ("feedback_id", "customer_key", "root_cause", "opened_at")
+_STATE = ("urgency", "status", "team", "agent", "priority", "waiting_in", "queued_at", "generation")
+
+
+def _state(case: Case) -> Document:
+    """The fields a change may set."""
+    dumped = case.model_dump(mode="python", include=set(_STATE))
+    return {
+        **{field: getattr(value, "value", value) for field, value in dumped.items()},
+        "priority_rank": priority_rank(case.priority),
+        "routed": case.routed.model_dump(mode="json"),
+    }
+
+
+def _document(case: Case) -> Document:
+    return {
+        "_id": case.id,
+        "feedback_id": case.feedback_id,
+        "customer_key": case.customer_key,
+        "root_cause": str(case.root_cause),
+        "opened_at": case.opened_at,
+        **_state(case),
+        "history": [_entry(entry) for entry in case.history or ()],
+        "seen": list(case.seen or ()),
+        "linked_feedback": list(case.linked_feedback),
+    }
+
+
+def _update(decision: Decision, case: Case) -> Document:
+    update: Document = {"$set": _state(case)}
+    if decision.recorded:
+        update["$push"] = {"history": {"$each": [_entry(e) for e in decision.recorded]}}
+    added = {
+        field: {"$each": list(values)}
+        for field, values in (("linked_feedback", case.linked_feedback), ("seen", case.seen))
+        if values
+    }
+    if added:
+        update["$addToSet"] = added
+    return update
 
 
 def _can_take(case_id: str, agent_ids: Sequence[str]) -> dict[str, Any]:
@@ -72,10 +151,11 @@ def _can_take(case_id: str, agent_ids: Sequence[str]) -> dict[str, Any]:
 
 
 class RouterStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], publish: Publish = _publish_nothing) -> None:
         self.agents = db["router_agents"]
         self.cases = db["router_routings"]
         self.customers = db["router_customers"]
+        self.outbox = Outbox(self.cases, publish)
         self.agent_writes = 0
         """Changes this store made to agents: a snapshot of the agents read before the
         last change may be stale."""
@@ -92,7 +172,7 @@ class RouterStore:
         await self.cases.create_index(
             [("waiting_in", ASCENDING), ("priority_rank", ASCENDING), ("queued_at", ASCENDING)]
         )
-        await self.cases.create_index("outbox.at", sparse=True)
+        await self.outbox.ensure_indexes()
         # router_customers is read by ``_id`` only: its own index serves it.
 
     # --- agents -------------------------------------------------------------------
@@ -111,7 +191,7 @@ class RouterStore:
                         "$set": {
                             "team": team.id,
                             "languages": agent.languages,
-                            "root_causes": [c.value for c in agent.root_causes],
+                            "root_causes": [str(c) for c in agent.root_causes],
                             "capacity": agent.capacity,
                             "retired": False,
                         },
@@ -124,22 +204,24 @@ class RouterStore:
             {"_id": {"$nin": configured}}, {"$set": {"retired": True, "available": False}}
         )
 
-    async def list_agents(self, team: str | None = None) -> list[dict[str, Any]]:
+    async def list_agents(self, team: str | None = None) -> list[Agent]:
         query: dict[str, Any] = {"retired": {"$ne": True}}
         if team is not None:
             query["team"] = team
-        return [doc async for doc in self.agents.find(query).sort("_id", ASCENDING)]
+        return [_agent(doc) async for doc in self.agents.find(query).sort("_id", ASCENDING)]
 
-    async def get_agent(self, agent_id: str) -> dict[str, Any] | None:
-        return await self.agents.find_one({"_id": agent_id, "retired": {"$ne": True}})
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        doc = await self.agents.find_one({"_id": agent_id, "retired": {"$ne": True}})
+        return None if doc is None else _agent(doc)
 
-    async def set_availability(self, agent_id: str, available: bool) -> dict[str, Any] | None:
+    async def set_availability(self, agent_id: str, available: bool) -> Agent | None:
         self.agent_writes += 1
-        return await self.agents.find_one_and_update(
+        doc = await self.agents.find_one_and_update(
             {"_id": agent_id, "retired": {"$ne": True}},
             {"$set": {"available": available}},
             return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else _agent(doc)
 
     async def free_places(self, team: str) -> dict[str, int]:
         """Cases each available agent of the team can still take (a snapshot)."""
@@ -162,29 +244,28 @@ class RouterStore:
         cursor = self.agents.find(_can_take(case_id, agent_ids), {"load": 1})
         return {str(doc["_id"]): int(doc["load"]) async for doc in cursor}
 
-    async def take_at_load(self, case_id: str, agent_id: str, load: int) -> dict[str, Any] | None:
+    async def take_at_load(self, case_id: str, agent_id: str, load: int) -> Agent | None:
         """Give the case to the agent if still available, under capacity and at the load
         just read: the check and the increment are one atomic update, so concurrent
         routers can neither overfill an agent nor both pick it as the least loaded.
         Returns the agent after the change, or None if it changed meanwhile."""
         self.agent_writes += 1
-        return await self.agents.find_one_and_update(
+        doc = await self.agents.find_one_and_update(
             {**_can_take(case_id, [agent_id]), "load": load},
             {"$push": {"open_cases": case_id}, "$inc": {"load": 1}},
             return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else _agent(doc)
 
-    async def agents_of_teams(
-        self, teams: Sequence[str], case_ids: Sequence[str]
-    ) -> list[dict[str, Any]]:
+    async def agents_of_teams(self, teams: Sequence[str], case_ids: Sequence[str]) -> list[Agent]:
         """In one read: the agents of ``teams``, and every agent holding one of
         ``case_ids`` (a place taken by an earlier attempt)."""
         cursor = self.agents.find(
             {"$or": [{"team": {"$in": list(teams)}}, {"open_cases": {"$in": list(case_ids)}}]}
         )
-        return [doc async for doc in cursor]
+        return [_agent(doc) async for doc in cursor]
 
-    async def take_many(self, takes: dict[str, tuple[int, int, list[str]]]) -> bool:
+    async def take_many(self, takes: Mapping[str, tuple[int, int, Sequence[str]]]) -> bool:
         """Give each agent its cases: ``takes`` maps an agent id to the load and capacity
         the choice was made on and the cases. One round trip; each agent's update is
         atomic and only applies if the agent is still available, at that load and
@@ -200,9 +281,9 @@ class RouterStore:
                     "capacity": capacity,
                     "available": True,
                     "retired": {"$ne": True},
-                    "open_cases": {"$nin": cases},
+                    "open_cases": {"$nin": list(cases)},
                 },
-                {"$push": {"open_cases": {"$each": cases}}, "$inc": {"load": len(cases)}},
+                {"$push": {"open_cases": {"$each": list(cases)}}, "$inc": {"load": len(cases)}},
             )
             for agent_id, (load, capacity, cases) in takes.items()
             if load + len(cases) <= capacity
@@ -222,10 +303,10 @@ class RouterStore:
     async def holds(self, agent_id: str, case_id: str) -> bool:
         return await self.agents.find_one({"_id": agent_id, "open_cases": case_id}) is not None
 
-    async def release_case(self, case_id: str, keep: str | None = None) -> list[dict[str, Any]]:
+    async def release_case(self, case_id: str, keep: str | None = None) -> list[Agent]:
         """Free every agent holding the case except ``keep``; each agent once
         (idempotent). Returns the agents freed, after the change."""
-        released: list[dict[str, Any]] = []
+        released: list[Agent] = []
         query: dict[str, Any] = {"open_cases": case_id}
         if keep is not None:
             query["_id"] = {"$ne": keep}
@@ -238,126 +319,92 @@ class RouterStore:
             )
             if doc is None:
                 return released
-            released.append(doc)
+            released.append(_agent(doc))
 
-    async def release_from(self, agent_id: str, case_id: str) -> dict[str, Any] | None:
+    async def release_from(self, agent_id: str, case_id: str) -> Agent | None:
         self.agent_writes += 1
-        return await self.agents.find_one_and_update(
+        doc = await self.agents.find_one_and_update(
             {"_id": agent_id, "open_cases": case_id},
             {"$pull": {"open_cases": case_id}, "$inc": {"load": -1}},
             return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else _agent(doc)
 
     # --- cases --------------------------------------------------------------------
 
-    async def get_case(self, case_id: str) -> dict[str, Any] | None:
-        return await self.cases.find_one({"_id": case_id})
+    async def get_case(self, case_id: str) -> Case | None:
+        doc = await self.cases.find_one({"_id": case_id}, {OUTBOX: 0})
+        return None if doc is None else _case(doc)
 
-    async def case_of_feedback(self, feedback_id: str, case_id: str) -> dict[str, Any] | None:
+    async def case_of_feedback(self, feedback_id: str, case_id: str) -> Case | None:
         """The case a feedback opened or was linked to, if it was handled already."""
         opened = await self.get_case(case_id)
         if opened is not None:
             return opened
-        return await self.cases.find_one({"linked_feedback": feedback_id})
+        doc = await self.cases.find_one({"linked_feedback": feedback_id}, {OUTBOX: 0})
+        return None if doc is None else _case(doc)
 
-    async def insert_case(self, case: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Insert the case unless another router copy stored it first; return what is
-        stored and whether this call created it."""
-        try:
-            await self.cases.insert_one(case)
-        except DuplicateKeyError:
-            existing = await self.get_case(case["_id"])
-            if existing is None:
-                raise
-            return existing, False
-        return case, True
-
-    async def cases_of_customers(self, customer_keys: Sequence[str]) -> list[dict[str, Any]]:
-        """In one read, every case of these customers (without history, outbox and seen
-        events): the cases a batch of their feedback may have opened or been linked to
-        already, and the open cases it may link to. One indexed condition: a database
-        serves it at once, where an ``$or`` of several may cost a scan."""
+    async def cases_of_customers(self, customer_keys: Sequence[str]) -> list[Case]:
+        """In one read, every case of these customers, without their history (partial):
+        the cases their feedback may have opened or been linked to already, and the
+        cases it may link to (the domain's link rule picks). One indexed condition: a
+        database serves it at once, where an ``$or`` of several may cost a scan."""
         if not customer_keys:
             return []
-        cursor = self.cases.find(
-            {"customer_key": {"$in": sorted(set(customer_keys))}},
-            {"history": 0, "outbox": 0, "seen": 0},
+        cursor = self.cases.find({"customer_key": {"$in": sorted(set(customer_keys))}}, PARTIAL)
+        return [_case(doc) async for doc in cursor]
+
+    async def apply(self, decision: Decision) -> Case | None:
+        """Write what ``decision`` decided, against the revision it was made on: the case
+        after the change (partial), or None if the case changed meanwhile or, for a new
+        case, another router copy stored it first (decide again). Events the decision
+        publishes on its own are queued in the case's outbox with the change."""
+        case = decision.case
+        if case is None:
+            raise ValueError(f"nothing to apply: {decision.reason}")
+        queued = decision.events if decision.through_outbox else []
+        now = max((event.time for event in queued), default=case.routing.routed_at)
+        if case.rev == 0:
+            try:
+                await self.cases.insert_one(new_document(_document(case), queued, now))
+            except DuplicateKeyError:
+                return None
+            return case.model_copy(update={"rev": 1, "history": None, "seen": None})
+        written = await self.outbox.write(
+            case.id, case.rev, _update(decision, case), queued, now, projection=PARTIAL
         )
-        return [doc async for doc in cursor]
+        return None if written is None else _case(written)
 
-    async def insert_cases(self, cases: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert cases in one round trip; returns the ids this call created (the others
-        were stored by another router copy first)."""
-        return await insert_new(self.cases, cases)
+    async def apply_many(self, decisions: Sequence[Decision]) -> set[str]:
+        """Apply decisions in as few round trips as possible (the cases they open in one
+        insert); returns the ids of the cases whose decision applied."""
+        new = [d.case for d in decisions if d.case is not None and d.case.rev == 0]
+        applied: set[str] = await insert_new(
+            self.cases, [new_document(_document(case), [], case.opened_at) for case in new]
+        )
+        for decision in decisions:
+            case = decision.case
+            if case is not None and case.rev != 0 and await self.apply(decision) is not None:
+                applied.add(case.id)
+        return applied
 
-    async def open_case_for(
-        self, customer_key: str, root_cause: str, opened_since: datetime, exclude: str
-    ) -> dict[str, Any] | None:
-        """The customer's most recent open case with this root cause, if recent enough."""
+    async def settle(self, case_id: str, event_ids: Sequence[str]) -> None:
+        """Drop published events from the case's outbox."""
+        await self.outbox.settle(case_id, event_ids)
+
+    async def relay(self, older_than: datetime) -> int:
+        """Publish the events queued before ``older_than`` that nobody published."""
+        return await self.outbox.relay(older_than)
+
+    async def queued_cases(self, team: str, limit: int, skip: int = 0) -> list[Case]:
+        """The team's queue: highest priority first, then oldest (partial)."""
         cursor = (
-            self.cases.find(
-                {
-                    "customer_key": customer_key,
-                    "root_cause": root_cause,
-                    "status": {"$ne": "closed"},
-                    "opened_at": {"$gte": opened_since},
-                    "_id": {"$ne": exclude},
-                }
-            )
-            .sort("opened_at", DESCENDING)
-            .limit(1)
-        )
-        return next(iter([doc async for doc in cursor]), None)
-
-    async def change_case(
-        self,
-        case_id: str,
-        version: int,
-        fields: dict[str, Any],
-        *,
-        entry: dict[str, Any] | None = None,
-        to_outbox: datetime | None = None,
-        add: dict[str, Any] | None = None,
-        only_if: dict[str, Any] | None = None,
-    ) -> bool:
-        """Apply a change made from ``version``; False if the case changed meanwhile.
-
-        ``entry`` is appended to the history (and, with ``to_outbox``, queued for the
-        relay); ``add`` adds values to set-like lists."""
-        update: dict[str, Any] = {"$inc": {"version": 1}}
-        if fields:
-            update["$set"] = fields
-        if entry is not None:
-            update["$push"] = {"history": entry}
-            if to_outbox is not None:
-                update["$push"]["outbox"] = {"key": entry["key"], "at": to_outbox}
-        if add:
-            update["$addToSet"] = add
-        query = {"_id": case_id, "version": version, **(only_if or {})}
-        result = await self.cases.update_one(query, update)
-        return result.modified_count == 1
-
-    async def mark_lifecycle(self, case_id: str, event_id: str, status: str) -> bool:
-        """Record a resolution or closure once; False for a redelivered event."""
-        result = await self.cases.update_one(
-            {"_id": case_id, "seen": {"$ne": event_id}},
-            {
-                "$set": {"status": status, "waiting_in": None},
-                "$addToSet": {"seen": event_id},
-                "$inc": {"version": 1},
-            },
-        )
-        return result.modified_count == 1
-
-    async def queued_cases(self, team: str, limit: int, skip: int = 0) -> list[dict[str, Any]]:
-        """The team's queue: highest priority first, then oldest (without the history)."""
-        cursor = (
-            self.cases.find({"waiting_in": team}, {"history": 0, "seen": 0, "outbox": 0})
+            self.cases.find({"waiting_in": team}, PARTIAL)
             .sort([("priority_rank", ASCENDING), ("queued_at", ASCENDING), ("_id", ASCENDING)])
             .skip(skip)
             .limit(limit)
         )
-        return [doc async for doc in cursor]
+        return [_case(doc) async for doc in cursor]
 
     async def queue_depth(self, team: str) -> int:
         return await self.cases.count_documents({"waiting_in": team})
@@ -370,15 +417,6 @@ class RouterStore:
             ]
         )
         return {str(doc["_id"]): int(doc["n"]) async for doc in cursor}
-
-    async def stale_outboxes(self, older_than: datetime, limit: int = 100) -> list[dict[str, Any]]:
-        cursor = self.cases.find({"outbox.at": {"$lt": older_than}}).limit(limit)
-        return [doc async for doc in cursor]
-
-    async def settle_outbox(self, case_id: str, keys: Sequence[str]) -> None:
-        await self.cases.update_one(
-            {"_id": case_id}, {"$pull": {"outbox": {"key": {"$in": list(keys)}}}}
-        )
 
     # --- customers' standing ----------------------------------------------------------
 

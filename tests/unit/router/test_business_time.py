@@ -20,7 +20,7 @@ from services.router.business_time import (
     is_working_time,
     subtract_business_time,
 )
-from services.router.config import load_policy
+from services.router.policy import load_policy
 
 # Zones with DST in either hemisphere, at 01:00, 02:00, 02:45, at midnight, and without DST.
 ZONES = [

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.router.app import observe_calendars
-from services.router.config import load_policy
+from services.router.policy import load_policy
 
 
 def listed_until(calendar: str) -> float | None:

@@ -10,21 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.router.config import RoutingPolicy, Rule, load_policy
 from services.router.domain import (
     case_id_for,
     deadlines,
-    decide,
-    decide_reroute,
     eligible_agents,
     escalation_lead,
     least_loaded,
     link_routing,
-    priority_rank,
-    raise_priority,
+    place,
+    place_reroute,
     rule_matches,
     standing_from_signal,
 )
+from services.router.policy import RoutingPolicy, Rule, load_policy
 from shared.contracts import (
     Channel,
     Classification,
@@ -37,6 +35,8 @@ from shared.contracts import (
     RootCause,
     ScoreReason,
     Urgency,
+    priority_rank,
+    raise_priority,
 )
 from shared.envelope import derive_id
 from tests.support import a_classification, a_feedback, a_routing
@@ -81,34 +81,34 @@ def case(
 def test_priority_comes_from_the_urgency_and_tier_matrix(
     urgency: Urgency, tier: CustomerTier, priority: Priority
 ) -> None:
-    decision = decide(POLICY, *case(RootCause.BILLING, urgency, tier=tier))
-    assert decision.priority is priority
-    assert f"urgency {urgency.value} for a {tier.value} customer" in decision.reason
+    placement = place(POLICY, *case("billing", urgency, tier=tier))
+    assert placement.priority is priority
+    assert f"urgency {urgency.value} for a {tier.value} customer" in placement.reason
 
 
 def test_a_public_channel_raises_the_priority_and_says_so() -> None:
-    decision = decide(POLICY, *case(RootCause.DELIVERY, Urgency.MEDIUM, channel=Channel.SOCIAL))
-    assert decision.priority is Priority.P2
-    assert "public channel social raises 1" in decision.reason
+    placement = place(POLICY, *case("delivery", Urgency.MEDIUM, channel=Channel.SOCIAL))
+    assert placement.priority is Priority.P2
+    assert "public channel social raises 1" in placement.reason
 
 
 @pytest.mark.parametrize(
     ("cause", "urgency", "needs_review", "team", "rule"),
     [
-        (RootCause.DELIVERY, Urgency.MEDIUM, False, "logistics", "delivery"),
-        (RootCause.BILLING, Urgency.LOW, False, "billing", "billing"),
-        (RootCause.POLICY, Urgency.LOW, False, "billing", "billing"),
-        (RootCause.DELIVERY, Urgency.CRITICAL, False, "escalations", "critical-to-escalations"),
-        (RootCause.DELIVERY, Urgency.MEDIUM, True, "triage", "unsure-to-triage"),
-        (RootCause.OTHER, Urgency.LOW, False, "triage", "fallback"),
+        ("delivery", Urgency.MEDIUM, False, "logistics", "delivery"),
+        ("billing", Urgency.LOW, False, "billing", "billing"),
+        ("policy", Urgency.LOW, False, "billing", "billing"),
+        ("delivery", Urgency.CRITICAL, False, "escalations", "critical-to-escalations"),
+        ("delivery", Urgency.MEDIUM, True, "triage", "unsure-to-triage"),
+        ("other", Urgency.LOW, False, "triage", "fallback"),
     ],
 )
 def test_the_first_matching_rule_picks_the_team_and_is_named(
     cause: RootCause, urgency: Urgency, needs_review: bool, team: str, rule: str
 ) -> None:
-    decision = decide(POLICY, *case(cause, urgency, needs_review=needs_review))
-    assert (decision.team, decision.rule) == (team, rule)
-    assert f"rule {rule} sends it to {team}" in decision.reason
+    placement = place(POLICY, *case(cause, urgency, needs_review=needs_review))
+    assert (placement.team, placement.rule) == (team, rule)
+    assert f"rule {rule} sends it to {team}" in placement.reason
 
 
 def test_deadlines_are_counted_in_the_team_business_hours() -> None:
@@ -134,22 +134,22 @@ def test_priority_cannot_rise_above_p1_or_fall_below_p4() -> None:
 
 
 def test_agents_whose_language_and_causes_match_are_eligible() -> None:
-    chinese = eligible_agents(POLICY, "service", "zh", RootCause.STAFF_ATTITUDE)
+    chinese = eligible_agents(POLICY, "service", "zh", "staff_attitude")
     assert chinese.agent_ids == ("agent-chen-jie",)
-    communication = eligible_agents(POLICY, "service", "zh", RootCause.COMMUNICATION)
+    communication = eligible_agents(POLICY, "service", "zh", "communication")
     assert communication.agent_ids == ("agent-sun-li",)
-    english = eligible_agents(POLICY, "service", "en", RootCause.AFTER_SALES)
+    english = eligible_agents(POLICY, "service", "en", "after_sales")
     assert english.agent_ids == ("agent-tom-baker", "agent-sun-li")
 
 
 def test_language_alone_decides_when_nobody_handles_the_cause() -> None:
-    eligibility = eligible_agents(POLICY, "service", "zh", RootCause.BILLING)
+    eligibility = eligible_agents(POLICY, "service", "zh", "billing")
     assert eligibility.agent_ids == ("agent-chen-jie", "agent-sun-li")
     assert "nobody handles billing" in eligibility.note
 
 
 def test_every_agent_is_eligible_when_nobody_speaks_the_language() -> None:
-    eligibility = eligible_agents(POLICY, "logistics", "fr", RootCause.DELIVERY)
+    eligibility = eligible_agents(POLICY, "logistics", "fr", "delivery")
     assert eligibility.agent_ids == ("agent-wang-fang", "agent-emma-jones")
     assert "nobody speaks fr" in eligibility.note
 
@@ -159,7 +159,7 @@ def test_excluded_agents_are_not_eligible_and_the_lead_comes_first() -> None:
         POLICY,
         "escalations",
         "en",
-        RootCause.DELIVERY,
+        "delivery",
         exclude=("agent-priya-shah",),
         preferred=escalation_lead(POLICY, "escalations"),
     )
@@ -192,22 +192,22 @@ def test_choosing_the_least_loaded_agent_evens_out_the_loads(
 
 def test_a_reroute_raises_priority_one_step_and_goes_to_the_escalation_team() -> None:
     current = a_routing(Priority.P3, team="logistics")
-    decision = decide_reroute(POLICY, current, "reopened", "round 1: not solved")
-    assert (decision.priority, decision.team, decision.rule) == (
+    placement = place_reroute(POLICY, current, "reopened", "round 1: not solved")
+    assert (placement.priority, placement.team, placement.rule) == (
         Priority.P2,
         "escalations",
         "reroute:reopened",
     )
-    assert "priority P3 raised to P2" in decision.reason
-    assert "team logistics escalates to escalations" in decision.reason
+    assert "priority P3 raised to P2" in placement.reason
+    assert "team logistics escalates to escalations" in placement.reason
 
 
 def test_a_reroute_of_p1_stays_p1_and_a_team_without_escalation_keeps_the_case() -> None:
     current = a_routing(Priority.P1, team="escalations", agent="agent-priya-shah")
-    decision = decide_reroute(POLICY, current, "sla_breached", "first response missed")
-    assert (decision.priority, decision.team) == (Priority.P1, "escalations")
-    assert "priority stays P1" in decision.reason
-    assert "sla breached (first response missed)" in decision.reason
+    placement = place_reroute(POLICY, current, "sla_breached", "first response missed")
+    assert (placement.priority, placement.team) == (Priority.P1, "escalations")
+    assert "priority stays P1" in placement.reason
+    assert "sla breached (first response missed)" in placement.reason
 
 
 def test_linked_feedback_more_urgent_than_the_case_raises_its_priority_one_step() -> None:
@@ -253,13 +253,13 @@ def test_an_at_risk_condition_matches_only_customers_of_that_standing(
     condition: bool | None, at_risk: bool, matches: bool
 ) -> None:
     rule = Rule.model_validate({"name": "r", "when": {"at_risk": condition}, "team": "triage"})
-    assert rule_matches(rule, *case(RootCause.BILLING, Urgency.LOW), at_risk=at_risk) is matches
+    assert rule_matches(rule, *case("billing", Urgency.LOW), at_risk=at_risk) is matches
 
 
 def test_the_shipped_policy_sends_an_at_risk_customer_to_retention_one_priority_higher() -> None:
-    feedback, classification = case(RootCause.DELIVERY, Urgency.MEDIUM)
-    usual = decide(POLICY, feedback, classification)
-    at_risk = decide(POLICY, feedback, classification, at_risk=True)
+    feedback, classification = case("delivery", Urgency.MEDIUM)
+    usual = place(POLICY, feedback, classification)
+    at_risk = place(POLICY, feedback, classification, at_risk=True)
     assert (usual.team, usual.rule, usual.priority) == ("logistics", "delivery", Priority.P3)
     assert (at_risk.team, at_risk.rule, at_risk.priority) == (
         "retention",
@@ -275,26 +275,24 @@ def test_the_shipped_policy_sends_an_at_risk_customer_to_retention_one_priority_
 
 
 def test_an_at_risk_customer_unsure_classification_goes_to_retention_not_triage() -> None:
-    decision = decide(
-        POLICY, *case(RootCause.DELIVERY, Urgency.LOW, needs_review=True), at_risk=True
-    )
-    assert (decision.team, decision.priority) == ("retention", Priority.P3)
+    placement = place(POLICY, *case("delivery", Urgency.LOW, needs_review=True), at_risk=True)
+    assert (placement.team, placement.priority) == ("retention", Priority.P3)
 
 
 def test_a_critical_complaint_of_an_at_risk_customer_still_goes_to_escalations_and_says_so() -> (
     None
 ):
-    decision = decide(POLICY, *case(RootCause.BILLING, Urgency.CRITICAL), at_risk=True)
-    assert (decision.team, decision.rule, decision.priority) == (
+    placement = place(POLICY, *case("billing", Urgency.CRITICAL), at_risk=True)
+    assert (placement.team, placement.rule, placement.priority) == (
         "escalations",
         "critical-to-escalations",
         Priority.P1,
     )
-    assert decision.reason.endswith(
+    assert placement.reason.endswith(
         "rule critical-to-escalations sends it to escalations; customer at risk (insights' "
         "health score)"
     )
-    assert "raises" not in decision.reason
+    assert "raises" not in placement.reason
 
 
 @pytest.mark.parametrize(
@@ -312,23 +310,21 @@ def test_a_rule_raises_the_priority_by_its_steps_and_never_past_p1(
     urgency: Urgency, tier: CustomerTier, steps: int, priority: Priority
 ) -> None:
     policy = with_rules({"name": "loud", "when": {}, "team": "billing", "raise_priority": steps})
-    decision = decide(policy, *case(RootCause.BILLING, urgency, tier=tier))
-    assert decision.priority is priority
-    assert (f"rule loud raises {steps}" in decision.reason) is (steps > 0)
+    placement = place(policy, *case("billing", urgency, tier=tier))
+    assert placement.priority is priority
+    assert (f"rule loud raises {steps}" in placement.reason) is (steps > 0)
     # "so P.." only when the priority moved off the matrix cell: P1 raised stays P1.
     moved = priority is not POLICY.priority.matrix[urgency][tier]
-    assert (f"so {priority.value}" in decision.reason) is moved
+    assert (f"so {priority.value}" in placement.reason) is moved
 
 
 def test_the_rule_raise_adds_to_the_raise_by_channel() -> None:
     policy = with_rules(
         {"name": "kept", "when": {"at_risk": True}, "team": "billing", "raise_priority": 1}
     )
-    decision = decide(
-        policy, *case(RootCause.BILLING, Urgency.LOW, channel=Channel.SOCIAL), at_risk=True
-    )
-    assert decision.priority is Priority.P2
-    assert "gives P4, public channel social raises 1, rule kept raises 1, so P2" in decision.reason
+    placement = place(policy, *case("billing", Urgency.LOW, channel=Channel.SOCIAL), at_risk=True)
+    assert placement.priority is Priority.P2
+    assert "gives P4, public channel social raises 1, rule kept raises 1, so P2" in placement.reason
 
 
 def test_the_shipped_policy_looks_at_the_standing_and_one_without_such_rules_does_not() -> None:

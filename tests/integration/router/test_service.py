@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.router.app import build, signals_group
-from services.router.config import CalendarPolicy, RoutingPolicy
 from services.router.domain import case_id_for
+from services.router.policy import CalendarPolicy, RoutingPolicy
 from services.router.settings import RouterSettings
 from shared.contracts import (
     CaseReopened,
@@ -37,9 +37,9 @@ from shared.runtime import Service
 from shared.tools import devstack
 from shared.tools.devstack import free_port
 from tests.conftest import Infra
+from tests.integration.router.test_flows import NOW, small_policy
+from tests.integration.router.test_signals import a_signal, with_retention
 from tests.integration.running import running
-from tests.integration.test_router_flows import NOW, small_policy
-from tests.integration.test_router_signals import a_signal, with_retention
 from tests.support import (
     TopicReader,
     a_classification,
@@ -155,7 +155,7 @@ async def routed(infra: Infra) -> AsyncIterator[TopicReader]:
 def classified(
     urgency: Urgency,
     customer: Customer | None = None,
-    cause: RootCause = RootCause.DELIVERY,
+    cause: RootCause = "delivery",
 ) -> Event[FeedbackClassified]:
     data = FeedbackClassified(
         feedback=a_feedback(customer=customer),
@@ -411,7 +411,7 @@ async def test_an_at_risk_customer_goes_to_retention_until_a_later_crossing_says
     assert standing is not None and (standing.at_risk, standing.crossing) == (False, 2)
 
     # Another cause, so that it opens a case instead of joining the one in retention.
-    later = classified(Urgency.MEDIUM, kept, RootCause.BILLING)
+    later = classified(Urgency.MEDIUM, kept, "billing")
     await produce(infra.bootstrap, [later])
     again = (await routed_case(routed, case_of(later))).routing
     assert (again.team, again.rule, again.priority) == ("desk", "everything-to-desk", Priority.P3)

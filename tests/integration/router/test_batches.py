@@ -18,12 +18,11 @@ from shared.contracts import (
     Customer,
     CustomerTier,
     FeedbackClassified,
-    RootCause,
     Urgency,
 )
 from shared.db import Document
 from shared.envelope import Event, new_event
-from tests.integration.test_router_flows import (
+from tests.integration.router.test_flows import (
     NOW,
     Harness,
     harness_for,
@@ -83,7 +82,7 @@ def a_mixed_batch() -> list[FeedbackClassified]:
     batch = [
         FeedbackClassified(
             feedback=a_feedback(f"complaint {i}"),
-            classification=a_classification(RootCause.DELIVERY, Urgency.MEDIUM),
+            classification=a_classification("delivery", Urgency.MEDIUM),
         )
         for i in range(6)
     ]
@@ -91,27 +90,27 @@ def a_mixed_batch() -> list[FeedbackClassified]:
         1,
         FeedbackClassified(
             feedback=a_feedback("parcel late", customer=twice),
-            classification=a_classification(RootCause.DELIVERY, Urgency.MEDIUM),
+            classification=a_classification("delivery", Urgency.MEDIUM),
         ),
     )
     batch.insert(
         3,
         FeedbackClassified(
             feedback=a_feedback("still no parcel!", customer=twice),
-            classification=a_classification(RootCause.DELIVERY, Urgency.HIGH),
+            classification=a_classification("delivery", Urgency.HIGH),
         ),
     )
     batch.insert(
         4,
         FeedbackClassified(
             feedback=a_feedback("and I was charged twice", customer=twice),
-            classification=a_classification(RootCause.BILLING, Urgency.MEDIUM),
+            classification=a_classification("billing", Urgency.MEDIUM),
         ),
     )
     batch.append(
         FeedbackClassified(
             feedback=a_feedback("wrong item", customer=vip),
-            classification=a_classification(RootCause.PRODUCT_QUALITY, Urgency.HIGH),
+            classification=a_classification("product_quality", Urgency.HIGH),
         )
     )
     return batch

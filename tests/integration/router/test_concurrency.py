@@ -27,8 +27,8 @@ from shared.db import Document
 from shared.envelope import Event, new_event, to_record
 from shared.tools import devstack
 from tests.conftest import Infra
-from tests.integration.test_router_flows import NOW, small_policy
-from tests.integration.test_router_service import ROUTER_TOPICS, start_group_at_end, write_policy
+from tests.integration.router.test_flows import NOW, small_policy
+from tests.integration.router.test_service import ROUTER_TOPICS, start_group_at_end, write_policy
 from tests.support import TopicReader, a_classification, a_feedback, eventually
 
 CASES = 500

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
-from services.router.config import RoutingPolicy
 from services.router.domain import Standing, standing_from_signal
 from services.router.handlers import make_batch_handlers, make_signal_handlers
+from services.router.policy import RoutingPolicy
 from services.router.store import RouterStore
 from shared.contracts import (
     CaseRouted,
@@ -27,14 +27,13 @@ from shared.contracts import (
     CustomerTier,
     FeedbackClassified,
     Priority,
-    RootCause,
     ScoreReason,
     Urgency,
 )
 from shared.db import Document
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
-from tests.integration.test_router_flows import NOW, Harness, harness_for, small_policy
+from tests.integration.router.test_flows import NOW, Harness, harness_for, small_policy
 from tests.support import a_classification, a_customer, a_feedback
 
 INSIGHTS = "/closeloop/insights"
@@ -278,7 +277,7 @@ async def test_a_link_to_the_open_case_is_unchanged_and_reads_no_standing(
         assert (linked.routing.team, linked.routing.priority) == ("desk", Priority.P3)
         assert commands.reads_of("router_customers") == 0
         commands.commands.clear()
-        other_cause = a_classification(RootCause.BILLING)
+        other_cause = a_classification("billing")
         new = await h.route(a_feedback("and a wrong bill", customer=customer), other_cause)
         assert (new.routing.team, new.linked_to) == ("retention", None)
         assert commands.reads_of("router_customers") == 1
