@@ -6,22 +6,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.followup.auth import agent_client
-from services.followup.domain import CallbackOutcome, OutcomeRejected
-from services.followup.flows import (
-    CaseConflict,
-    CaseNotFound,
-    Followup,
-    SurveyAnswer,
+from services.followup.decisions import SurveyAnswer
+from services.followup.domain import (
+    Callback,
+    CallbackOutcome,
+    Case,
+    CaseStatus,
+    NotFound,
+    OutcomeRejected,
+    Refusal,
+    Refused,
     SurveyUnavailable,
 )
+from services.followup.flows import Followup
 from shared.contracts import Classification, Feedback, Routing, UtcDatetime
-from shared.http import PROBLEM_JSON
+from shared.http import PROBLEM_JSON, problem
+from shared.outbox import Conflict
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem details"}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,7 +41,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(agent_client)])
 
-CaseStatus = Literal["open", "resolved", "reopened", "closed"]
 # Skipping is linear in the database: deep pages cost as much as reading everything
 # before them, and a number past 64 bits cannot be sent at all.
 MAX_OFFSET = 100_000
@@ -59,6 +66,10 @@ class CallbackView(BaseModel):
     outcome_by: str | None = None
     note: str | None = None
     next_callback_id: str | None = None
+
+    @classmethod
+    def of(cls, callback: Callback) -> CallbackView:
+        return cls.model_validate(callback.model_dump())
 
 
 class CaseView(BaseModel):
@@ -92,9 +103,15 @@ class CaseView(BaseModel):
     timeline: list[TimelineEntry]
 
     @classmethod
-    def of(cls, case: dict[str, Any]) -> CaseView:
-        callbacks = sorted((case.get("callbacks") or {}).values(), key=lambda cb: cb["due_at"])
-        return cls.model_validate({**case, "case_id": case["_id"], "callbacks": callbacks})
+    def of(cls, case: Case) -> CaseView:
+        callbacks = sorted(case.callbacks.values(), key=lambda cb: cb.due_at)
+        return cls.model_validate(
+            {
+                **case.model_dump(exclude={"callbacks", "outbox"}),
+                "case_id": case.id,
+                "callbacks": [CallbackView.of(cb) for cb in callbacks],
+            }
+        )
 
 
 class CasePage(BaseModel):
@@ -174,25 +191,28 @@ def _followup(request: Request) -> tuple[Followup, Callable[[], datetime]]:
     return request.app.state.followup, request.app.state.clock
 
 
-def problem_for(exc: Exception) -> HTTPException:
-    """The HTTP answer to a refused request."""
-    if isinstance(exc, CaseNotFound):
-        return HTTPException(404, str(exc))
-    if isinstance(exc, SurveyUnavailable):
-        detail = {
-            "answered": "the survey was already answered",
-            "expired": "the survey has expired",
-            "superseded": "the case no longer waits for this survey",
-            "unknown": "no survey to answer for this case",
-        }[exc.state]
-        status = {"answered": 410, "expired": 410, "superseded": 409, "unknown": 404}[exc.state]
-        return HTTPException(status, detail)
-    if isinstance(exc, OutcomeRejected):
-        return HTTPException(422, str(exc))
-    return HTTPException(409, str(exc))
+SURVEY_STATUS = {"answered": 410, "expired": 410, "superseded": 409, "unknown": 404}
 
 
-REFUSED = (CaseNotFound, CaseConflict, SurveyUnavailable, OutcomeRejected)
+def status_of(refusal: Refusal) -> int:
+    if isinstance(refusal, NotFound):
+        return 404
+    if isinstance(refusal, SurveyUnavailable):
+        return SURVEY_STATUS.get(refusal.state, 404)
+    if isinstance(refusal, OutcomeRejected):
+        return 422
+    return 409
+
+
+async def refused_problem(request: Request, exc: Exception) -> Response:
+    """The RFC 9457 problem for a refused request (and for a case that kept changing
+    under every attempt); installed by the app for ``Refused`` and ``Conflict``."""
+    if isinstance(exc, Refused):
+        status, detail = status_of(exc.refusal), exc.refusal.message
+    else:
+        assert isinstance(exc, Conflict)
+        status, detail = 409, str(exc)
+    return problem(status, HTTPStatus(status).phrase, detail)
 
 
 @router.get("/cases", response_model=CasePage, responses=ERRORS)
@@ -225,7 +245,7 @@ async def get_case(case_id: str, request: Request) -> CaseView:
     followup, _ = _followup(request)
     case = await followup.store.get(case_id)
     if case is None:
-        raise HTTPException(404, f"no case {case_id}")
+        raise Refused(NotFound(f"no case {case_id}"))
     return CaseView.of(case)
 
 
@@ -236,12 +256,9 @@ async def record_response(
     """An agent answered the customer. The first answer after (re-)routing stops the
     first-response SLA timer and emits case.first_response."""
     followup, clock = _followup(request)
-    try:
-        case = await followup.respond(
-            case_id, by=body.responded_by, message=body.message, client=client, now=clock()
-        )
-    except REFUSED as exc:
-        raise problem_for(exc) from exc
+    case = await followup.respond(
+        case_id, by=body.responded_by, message=body.message, client=client, now=clock()
+    )
     return CaseView.of(case)
 
 
@@ -249,12 +266,9 @@ async def record_response(
 async def add_note(case_id: str, body: NoteIn, request: Request, client: Client) -> CaseView:
     """An internal note on the case; the customer never sees it."""
     followup, clock = _followup(request)
-    try:
-        case = await followup.add_note(
-            case_id, by=body.author, text=body.text, client=client, now=clock()
-        )
-    except REFUSED as exc:
-        raise problem_for(exc) from exc
+    case = await followup.add_note(
+        case_id, by=body.author, text=body.text, client=client, now=clock()
+    )
     return CaseView.of(case)
 
 
@@ -264,17 +278,14 @@ async def resolve_case(case_id: str, body: ResolveIn, request: Request, client: 
     satisfaction check (survey.requested with a signed link) and a return visit is
     scheduled."""
     followup, clock = _followup(request)
-    try:
-        case = await followup.resolve(
-            case_id,
-            by=body.resolved_by,
-            solution=body.solution,
-            promise=body.promise,
-            client=client,
-            now=clock(),
-        )
-    except REFUSED as exc:
-        raise problem_for(exc) from exc
+    case = await followup.resolve(
+        case_id,
+        by=body.resolved_by,
+        solution=body.solution,
+        promise=body.promise,
+        client=client,
+        now=clock(),
+    )
     return CaseView.of(case)
 
 
@@ -297,19 +308,16 @@ async def answer_survey(
         solved=body.solved,
         comment=body.comment,
     )
-    try:
-        case, judged = await followup.answer_survey(
-            case_id,
-            answer,
-            now=clock(),
-            survey_id=body.survey_id,
-            language=body.language,
-            via=f"api:{client}",
-        )
-    except REFUSED as exc:
-        raise problem_for(exc) from exc
+    case, judged = await followup.answer_survey(
+        case_id,
+        answer,
+        now=clock(),
+        survey_id=body.survey_id,
+        language=body.language,
+        via=f"api:{client}",
+    )
     return SurveyResult(
-        case_id=case_id, ratio=judged.ratio, verdict=judged.verdict, status=case["status"]
+        case_id=case_id, ratio=judged.ratio, verdict=judged.verdict, status=case.status
     )
 
 
@@ -326,19 +334,16 @@ async def record_callback_outcome(
     policy's attempts), wrong_number, or rescheduled (to ``reschedule_at``). Reporting
     the same outcome again changes nothing."""
     followup, clock = _followup(request)
-    try:
-        case, callback, following = await followup.record_callback_outcome(
-            callback_id,
-            outcome=body.outcome,
-            by=body.by,
-            note=body.note,
-            reschedule_at=body.reschedule_at,
-            now=clock(),
-        )
-    except REFUSED as exc:
-        raise problem_for(exc) from exc
+    case, callback, following = await followup.record_callback_outcome(
+        callback_id,
+        outcome=body.outcome,
+        by=body.by,
+        note=body.note,
+        reschedule_at=body.reschedule_at,
+        now=clock(),
+    )
     return CallbackOutcomeOut(
-        case_id=case["_id"],
-        callback=CallbackView.model_validate(callback),
-        next_callback=CallbackView.model_validate(following) if following else None,
+        case_id=case.id,
+        callback=CallbackView.of(callback),
+        next_callback=CallbackView.of(following) if following else None,
     )

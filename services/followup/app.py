@@ -7,20 +7,21 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from services.followup.api import refused_problem
 from services.followup.api import router as api_router
+from services.followup.domain import Refused
 from services.followup.flows import Followup
-from services.followup.handlers import make_batch_handlers, make_handlers
+from services.followup.handlers import TOPICS, make_batch_handlers, make_handlers
 from services.followup.links import SurveyLinks
-from services.followup.outbox import relay
 from services.followup.page import SurveyPages, TooManyGuesses, too_many_guesses
 from services.followup.page import router as page_router
 from services.followup.policy import load_policy
-from services.followup.scheduled import run_due_queue, run_stats
+from services.followup.scheduled import run_due_queue, run_outbox_relay, run_stats
 from services.followup.settings import FollowupSettings
 from services.followup.store import FollowupStore
 from shared.auth import Gate
 from shared.clock import utcnow
-from shared.contracts import Topic
+from shared.outbox import Conflict
 from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
@@ -45,6 +46,8 @@ def build(
     app.include_router(api_router)
     app.include_router(page_router)
     app.add_exception_handler(TooManyGuesses, too_many_guesses)
+    app.add_exception_handler(Refused, refused_problem)
+    app.add_exception_handler(Conflict, refused_problem)
     service = Service("followup", settings, app=app, uses_database=True)
     store = FollowupStore(service.db)
     links = SurveyLinks(
@@ -64,13 +67,28 @@ def build(
     service.on_startup(store.ensure_indexes)
     handlers = make_handlers(store, policy)
     service.consume(
-        [Topic.CASE_ROUTED.value],
+        list(TOPICS),
         handlers,
         batch_handlers=make_batch_handlers(store, policy, handlers),
     )
 
+    _add_jobs(service, followup, settings, clock)
+    return service
+
+
+def _add_jobs(
+    service: Service,
+    followup: Followup,
+    settings: FollowupSettings,
+    clock: Callable[[], datetime],
+) -> None:
+    """The periodic jobs: the outbox relay, the due queue and the case counts."""
+    store, policy = followup.store, followup.policy
+
     async def outbox_relay(stop: asyncio.Event) -> None:
-        await relay(service.producer, store, settings.outbox_retry_after_s, stop)
+        await run_outbox_relay(
+            store, service.producer.publish, retry_after_s=settings.outbox_retry_after_s, stop=stop
+        )
 
     async def due_queue(stop: asyncio.Event) -> None:
         await run_due_queue(
@@ -87,4 +105,3 @@ def build(
     service.job(outbox_relay)
     service.job(due_queue)
     service.job(stats)
-    return service

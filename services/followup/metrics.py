@@ -3,7 +3,13 @@ was written (a redelivery or a retried request does not count twice)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from services.followup.decisions import Measure
 
 CASES_OPENED = Counter(
     "closeloop_cases_opened_total",
@@ -71,3 +77,33 @@ DUE_PROCESSED = Counter(
     "survey_timeout)",
     ["kind"],
 )
+
+# What the decisions name (services/followup/decisions.py ``Metric``), moved once a
+# change is written.
+BY_NAME: dict[str, Counter | Histogram] = {
+    "cases_opened": CASES_OPENED,
+    "cases_resolved": CASES_RESOLVED,
+    "resolution_seconds": RESOLUTION_SECONDS,
+    "cases_closed": CASES_CLOSED,
+    "cases_reopened": CASES_REOPENED,
+    "sla_warnings": SLA_WARNINGS,
+    "sla_breaches": SLA_BREACHES,
+    "sla_met": SLA_MET,
+    "callbacks": CALLBACKS,
+    "surveys_requested": SURVEYS_REQUESTED,
+    "survey_reminders": SURVEY_REMINDERS,
+    "survey_answers": SURVEY_ANSWERS,
+    "satisfaction_ratio": SATISFACTION_RATIO,
+    "csat": CSAT,
+}
+
+
+def record(measures: Iterable[Measure]) -> None:
+    """Count or observe what a written change measured."""
+    for measure in measures:
+        metric = BY_NAME[measure.metric]
+        target = metric.labels(*measure.labels) if measure.labels else metric
+        if isinstance(target, Histogram):
+            target.observe(measure.value)
+        else:
+            target.inc(measure.value)

@@ -16,8 +16,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from services.followup.domain import SurveyState, closes_case, survey_state
-from services.followup.flows import Followup, SurveyAnswer, SurveyUnavailable
+from services.followup.decisions import SurveyAnswer
+from services.followup.domain import (
+    Case,
+    Refused,
+    SurveyState,
+    SurveyUnavailable,
+    closes_case,
+    survey_state,
+)
+from services.followup.flows import Followup
 from services.followup.links import InvalidLink, SurveyTicket
 from shared.auth import Gate
 from shared.config import load_yaml
@@ -129,12 +137,12 @@ class SurveyPages:
         self.catalog = load_yaml(texts_file, SurveyCatalog)
         self.env = templates(HERE / "templates")
 
-    def language(self, request: Request, asked: str | None, case: dict[str, Any] | None) -> str:
+    def language(self, request: Request, asked: str | None, case: Case | None) -> str:
         """?lang= first, then the language the customer wrote in, then the browser's."""
         languages = self.catalog.languages
         if asked in languages:
             return str(asked)
-        written = ((case or {}).get("feedback") or {}).get("language")
+        written = case.feedback.language if case is not None else None
         if written in languages:
             return str(written)
         return browser_language(request, languages) or "en"
@@ -164,7 +172,7 @@ def _parts(request: Request) -> tuple[Followup, SurveyPages, Callable[[], dateti
 
 async def _open(
     request: Request, token: str, asked: str | None
-) -> tuple[SurveyTicket | None, dict[str, Any] | None, str]:
+) -> tuple[SurveyTicket | None, Case | None, str]:
     followup, pages, _ = _parts(request)
     try:
         ticket = followup.links.read(token)
@@ -178,13 +186,13 @@ async def _open(
 
 async def _survey(
     request: Request, token: str, asked: str | None
-) -> tuple[SurveyTicket | None, dict[str, Any], str, SurveyState]:
+) -> tuple[SurveyTicket | None, Case | None, str, SurveyState]:
     """The link's survey, its case, the page's language and the survey's state
     (``unknown`` for a link that is not valid or a case that does not exist)."""
     _, _, clock = _parts(request)
     ticket, case, lang = await _open(request, token, asked)
     if ticket is None or case is None:
-        return None, {}, lang, "unknown"
+        return None, None, lang, "unknown"
     return ticket, case, lang, survey_state(case, ticket.survey_id, clock())
 
 
@@ -194,9 +202,9 @@ async def survey_page(token: str, request: Request, lang: str | None = None) -> 
     ticket, case, lang, state = await _survey(request, token, lang)
     if ticket is not None and ticket.expired(clock()):
         state = "expired"
-    if state != "open":
+    if state != "open" or case is None:
         return pages.unavailable(lang, state)
-    return pages.render("survey.html", 200, lang, case_ref=case["_id"][:8], form={}, error=None)
+    return pages.render("survey.html", 200, lang, case_ref=case.id[:8], form={}, error=None)
 
 
 SCALE = {str(number): number for number in range(1, 6)}
@@ -226,7 +234,7 @@ async def submit_survey(token: str, request: Request) -> Response:
             "survey.html",
             422,
             lang,
-            case_ref=case["_id"][:8],
+            case_ref=case.id[:8],
             form=form,
             error=pages.catalog.get(lang).required_error,
         )
@@ -237,8 +245,10 @@ async def submit_survey(token: str, request: Request) -> Response:
         await followup.answer_survey(
             ticket.case_id, answer, now=now, survey_id=ticket.survey_id, language=lang, via="page"
         )
-    except SurveyUnavailable as exc:
-        return pages.unavailable(lang, exc.state)
+    except Refused as refused:
+        if not isinstance(refused.refusal, SurveyUnavailable):
+            raise
+        return pages.unavailable(lang, refused.refusal.state)
     # Post/redirect/get: reloading the thank-you page shows it again instead of sending
     # the answer a second time. Relative, so it works under any path prefix.
     return RedirectResponse(f"./{token}/thanks?lang={lang}", status_code=303)
@@ -251,10 +261,11 @@ async def survey_thanks(token: str, request: Request, lang: str | None = None) -
     ticket, case, lang, state = await _survey(request, token, lang)
     if state == "open":  # not answered yet: the form
         return RedirectResponse(f"../{token}?lang={lang}", status_code=303)
-    if ticket is None or state != "answered":
+    survey = case.survey(ticket.survey_id) if ticket is not None and case is not None else None
+    answer = survey.answer if survey is not None else None
+    if answer is None or state != "answered":
         return pages.unavailable(lang, state)
-    answer = next(s for s in case["surveys"] if s["survey_id"] == ticket.survey_id)["answer"]
     t = pages.catalog.get(lang)
-    closed = closes_case(bool(answer["solved"]), answer["verdict"])
+    closed = closes_case(answer.solved, answer.verdict)
     message = t.thanks_closed if closed else t.thanks_reopened
     return pages.render("message.html", 200, lang, heading=t.thanks_title, message=message)

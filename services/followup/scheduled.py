@@ -1,5 +1,6 @@
-"""Timed work: the due queue, claimed atomically with a lease by any followup copy,
-and the periodic counts behind the open-case and overdue-callback gauges."""
+"""Timed work: the due queue, claimed atomically with a lease by any followup copy, the
+outbox relay, and the periodic counts behind the open-case and overdue-callback gauges.
+Each runs as a periodic job (``shared.jobs.run_every``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.followup import metrics
 from services.followup.domain import overdue_cutoff
 from services.followup.flows import Followup
 from services.followup.policy import FollowupPolicy
-from services.followup.store import FollowupStore
-from shared.errors import is_transient
-from shared.kafka import sleep_unless
+from services.followup.store import FollowupStore, Publish
+from shared.clock import utcnow
+from shared.jobs import run_every
 from shared.logging import log_context
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,14 @@ async def run_due_once(followup: Followup, *, now: datetime, owner: str, lease_s
     copy dies first, the lease runs out and another copy does the work, which the case
     change's guard makes happen once."""
     store = followup.store
-    item = await store.claim_due(now, owner, lease_s)
-    if item is None:
+    claim = await store.claim_due(now, owner, lease_s)
+    if claim is None:
         return False
-    with log_context(case_id=item["case_id"], due_id=item["_id"], due_kind=item["kind"]):
+    item = claim.item
+    with log_context(case_id=item.case_id, due_id=claim.id, due_kind=item.kind):
         result = await followup.fire(item, now)
-        if await store.complete_due(item["_id"], owner, result):
-            metrics.DUE_PROCESSED.labels(item["kind"]).inc()
+        if await store.complete_due(claim.id, owner, result):
+            metrics.DUE_PROCESSED.labels(item.kind).inc()
         else:
             log.warning("due item was taken over before it was completed")
     return True
@@ -62,19 +64,26 @@ async def run_due_queue(
     lease_s: float,
     stop: asyncio.Event,
 ) -> None:
+    """Work through the due queue; wait ``poll_s`` whenever nothing is due. A failed
+    item's lease runs out and it is picked up again."""
     owner = worker_id()
     log.info("due queue worker started", extra={"owner": owner})
-    while not stop.is_set():
-        try:
-            if not await run_due_once(followup, now=clock(), owner=owner, lease_s=lease_s):
-                await sleep_unless(stop, poll_s)
-        except Exception as exc:
-            # The claim's lease runs out and the item is picked up again.
-            if is_transient(exc):
-                log.warning("due queue: database or broker unavailable, retrying: %r", exc)
-            else:
-                log.exception("due item failed")
-            await sleep_unless(stop, poll_s)
+
+    async def next_item() -> bool:
+        return await run_due_once(followup, now=clock(), owner=owner, lease_s=lease_s)
+
+    await run_every("due queue", next_item, poll_s, stop)
+
+
+async def run_outbox_relay(
+    store: FollowupStore, publish: Publish, *, retry_after_s: float, stop: asyncio.Event
+) -> None:
+    """Publish outbox entries that were not published when they were queued."""
+
+    async def relay() -> None:
+        await store.relay(publish, utcnow() - timedelta(seconds=retry_after_s))
+
+    await run_every("outbox relay", relay, retry_after_s / 2, stop)
 
 
 async def count_cases(store: FollowupStore, policy: FollowupPolicy, now: datetime) -> None:
@@ -94,10 +103,7 @@ async def run_stats(
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
-    while not stop.is_set():
-        try:
-            await count_cases(store, policy, clock())
-        except Exception as exc:
-            if not is_transient(exc):
-                log.exception("counting cases failed")
-        await sleep_unless(stop, interval_s)
+    async def count() -> None:
+        await count_cases(store, policy, clock())
+
+    await run_every("counting cases", count, interval_s, stop)

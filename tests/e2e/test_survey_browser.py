@@ -30,8 +30,8 @@ from shared.db import Document
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
 from tests.e2e.conftest import WAIT_MS
+from tests.integration.followup.test_store import API_KEY, FakeClock, followup_settings
 from tests.integration.running import running
-from tests.integration.test_followup_store import API_KEY, FakeClock, followup_settings
 from tests.support import TopicReader, a_case_routed, a_feedback, a_routing, eventually, produce
 
 # A phone: what most customers open the link on.

@@ -19,7 +19,7 @@ from shared.contracts import CaseRouted, Priority, Topic
 from shared.db import Document
 from shared.envelope import Event, derive_id
 from tests.conftest import Infra
-from tests.integration.test_followup_store import Rig, followup_rig
+from tests.integration.followup.test_store import Rig, followup_rig
 from tests.support import TopicReader, a_case_routed, a_routing
 
 OWNER = "timer-test"
@@ -99,13 +99,13 @@ async def test_sla_warning_at_80_percent_then_breach_at_the_deadline(
     assert sample("closeloop_sla_breaches_total", **labels) == breaches + 1
     case = await rig.store.get(routed.case_id)
     assert case is not None
-    assert case["sla"]["first_response"]["state"] == "breached"
-    assert case["sla"]["resolution"]["state"] == "running"
+    assert case.sla.first_response.state == "breached"
+    assert case.sla.resolution.state == "running"
     # A response after the breach is recorded but cannot meet the deadline any more.
     case = await rig.followup.respond(
         routed.case_id, by="agent-wang-fang", message=None, client="t", now=t0 + timedelta(hours=5)
     )
-    assert case["first_response_at"] == t0 + timedelta(hours=5)
+    assert case.first_response_at == t0 + timedelta(hours=5)
     assert (await events_of(lifecycle, routed.case_id, 4))[3].data.within_sla is False
 
 
@@ -122,7 +122,7 @@ async def test_a_deadline_met_in_time_cancels_its_timers(rig: Rig, lifecycle: To
         client="t",
         now=t0 + timedelta(hours=1),
     )
-    assert case["sla"]["first_response"]["state"] == "met"
+    assert case.sla.first_response.state == "met"
     (first,) = await events_of(lifecycle, routed.case_id, 1)
     assert (first.name, first.data.within_sla) == ("case.first_response", True)
     assert sample("closeloop_sla_met_total", **labels) == met + 1
@@ -131,8 +131,8 @@ async def test_a_deadline_met_in_time_cancels_its_timers(rig: Rig, lifecycle: To
     case = await rig.followup.respond(
         routed.case_id, by="agent-wang-fang", message=None, client="t", now=t0 + timedelta(hours=2)
     )
-    assert [e["event"] for e in case["timeline"]][-1] == "case.response"
-    assert len(case["responses"]) == 2
+    assert [e.event for e in case.timeline][-1] == "case.response"
+    assert len(case.responses) == 2
 
     assert await drain(rig, t0 + timedelta(hours=4)) == 1  # only the callback is left
     assert (
@@ -146,7 +146,7 @@ async def test_a_deadline_met_in_time_cancels_its_timers(rig: Rig, lifecycle: To
     case = await rig.followup.resolve(
         routed.case_id, by="a", solution="s", promise=None, client="t", now=t0 + timedelta(hours=6)
     )
-    assert case["sla"]["resolution"]["state"] == "met"
+    assert case.sla.resolution.state == "met"
     assert (
         await rig.store.due.count_documents(
             {"case_id": routed.case_id, "kind": {"$regex": "^sla"}, "state": "pending"}
@@ -182,27 +182,27 @@ async def test_no_answer_is_called_again_with_backoff_until_the_attempts_run_out
         case, done, following = await rig.followup.record_callback_outcome(
             callback_id, outcome="no_answer", by="dialer", note=None, reschedule_at=None, now=at
         )
-        assert done["outcome"] == "no_answer"
+        assert done.outcome == "no_answer"
         if attempt < 3:
-            assert following is not None and following["attempt"] == attempt + 1
+            assert following is not None and following.attempt == attempt + 1
             scheduled = (await events_of(lifecycle, routed.case_id, 2 * attempt))[-1]
             assert scheduled.name == "callback.scheduled"
             assert scheduled.data.due_at == at + timedelta(minutes=30 * 2 ** (attempt - 1))
-            callback_id, at = following["callback_id"], following["due_at"]
+            callback_id, at = following.callback_id, following.due_at
         else:
             assert following is None
     assert [b - a for a, b in itertools.pairwise(calls)] == [
         timedelta(minutes=30),
         timedelta(minutes=60),
     ]
-    assert case["callbacks_made"] == 3
-    assert [e["event"] for e in case["timeline"]][-1] == "callback.given_up"
+    assert case.callbacks_made == 3
+    assert [e.event for e in case.timeline][-1] == "callback.given_up"
     assert sample("closeloop_callbacks_total", outcome="no_answer") == no_answer + 3
     # Reporting the last outcome again changes nothing.
     again, _, _ = await rig.followup.record_callback_outcome(
         callback_id, outcome="no_answer", by="dialer", note=None, reschedule_at=None, now=at
     )
-    assert again["rev"] == case["rev"]
+    assert again.rev == case.rev
 
 
 async def test_callbacks_past_their_time_without_an_outcome_are_counted_overdue(rig: Rig) -> None:
@@ -269,11 +269,7 @@ async def test_the_survey_is_reminded_once_and_closes_with_no_response_when_it_e
     assert closed.data.first_response_sla_met is True and closed.data.resolution_sla_met is True
     assert sample("closeloop_cases_closed_total", outcome="no_response") == closed_before + 1
     case = await rig.store.get(routed.case_id)
-    assert (
-        case is not None
-        and case["status"] == "closed"
-        and case["surveys"][0]["status"] == "expired"
-    )
+    assert case is not None and case.status == "closed" and case.surveys[0].status == "expired"
     assert await rig.store.due.count_documents({"case_id": routed.case_id, "state": "pending"}) == 0
 
 
@@ -293,7 +289,7 @@ async def test_a_dissatisfied_customer_reopens_escalates_and_the_comment_comes_b
         language="zh",
         via="test",
     )
-    assert judged.verdict == "dissatisfied" and case["status"] == "reopened"
+    assert judged.verdict == "dissatisfied" and case.status == "reopened"
     events = await events_of(lifecycle, routed.case_id, 8)
     (feedback,) = [e for e in events if e.topic == Topic.FEEDBACK_RECEIVED]
     lifecycle_events = [e for e in events if e.topic == Topic.CASE_LIFECYCLE]
@@ -325,8 +321,8 @@ async def test_a_reroute_replaces_timers_and_an_assignment_from_the_queue_sets_t
     )
     assert await rig.route(assigned) == []
     case = await rig.store.get(queued.case_id)
-    assert case is not None and (case["agent"], case["queued"]) == ("agent-emma-jones", False)
-    assert [e["event"] for e in case["timeline"]][-1] == "case.assigned"
+    assert case is not None and (case.agent, case.queued) == ("agent-emma-jones", False)
+    assert [e.event for e in case.timeline][-1] == "case.assigned"
 
     t1 = t0 + timedelta(hours=4)
     again = queued.model_copy(
@@ -349,13 +345,13 @@ async def test_a_reroute_replaces_timers_and_an_assignment_from_the_queue_sets_t
     assert first[0].data.due_at == t1 + timedelta(hours=1)
     case = await rig.store.get(queued.case_id)
     assert case is not None
-    assert (case["priority"], case["team"], case["agent"], case["generation"]) == (
+    assert (case.priority, case.team, case.agent, case.generation) == (
         "P1",
         "escalations",
         "agent-boss",
         1,
     )
-    assert [e["event"] for e in case["timeline"]].count("case.rerouted") == 1
+    assert [e.event for e in case.timeline].count("case.rerouted") == 1
     pending = [d async for d in rig.store.due.find({"case_id": queued.case_id, "state": "pending"})]
     assert {(d["kind"], d["generation"]) for d in pending if d["kind"] != "callback"} == {
         ("sla_warning", 1),
@@ -364,7 +360,8 @@ async def test_a_reroute_replaces_timers_and_an_assignment_from_the_queue_sets_t
     assert len([d for d in pending if d["kind"] == "callback"]) == 1
     # An older routing arriving late changes nothing.
     assert await rig.route(queued) == []
-    assert (await rig.store.get(queued.case_id) or {})["generation"] == 1
+    late = await rig.store.get(queued.case_id)
+    assert late is not None and late.generation == 1
 
 
 async def test_linked_feedback_is_kept_once_and_raises_the_priority(rig: Rig) -> None:
@@ -377,7 +374,7 @@ async def test_linked_feedback_is_kept_once_and_raises_the_priority(rig: Rig) ->
     assert await rig.route(urgent) == []
     assert await rig.route(urgent) == []
     case = await rig.store.get(routed.case_id)
-    assert case is not None and case["priority"] == "P1"
-    assert [f["feedback_id"] for f in case["linked_feedback"]] == [urgent.feedback.feedback_id]
-    assert [e["event"] for e in case["timeline"]].count("feedback.linked") == 1
-    assert len(case["callbacks"]) == 1
+    assert case is not None and case.priority == "P1"
+    assert [f.feedback_id for f in case.linked_feedback] == [urgent.feedback.feedback_id]
+    assert [e.event for e in case.timeline].count("feedback.linked") == 1
+    assert len(case.callbacks) == 1

@@ -101,7 +101,7 @@ async def test_a_batch_leaves_what_handling_each_event_one_by_one_leaves(
     assert len({e.id for e in got}) == 9  # eight cases and the callback of the re-route
     assert await state(many_store) == await state(one_store)
     case = await many_store.get(batch[0].data.case_id)
-    assert case is not None and case["status"] == "open"
+    assert case is not None and case.status == "open"
 
 
 async def test_a_redelivered_batch_changes_nothing_and_says_nothing_new(

@@ -18,10 +18,10 @@ from pymongo import AsyncMongoClient
 from services.followup.flows import Followup
 from services.followup.handlers import make_handlers
 from services.followup.links import SurveyLinks
-from services.followup.outbox import publish_outbox, relay
 from services.followup.policy import FollowupPolicy, load_policy
+from services.followup.scheduled import run_outbox_relay
 from services.followup.settings import FollowupSettings
-from services.followup.store import FollowupStore
+from services.followup.store import FollowupStore, due_item_of
 from shared.clock import utcnow
 from shared.contracts import CaseRouted, Priority, Topic
 from shared.db import Document
@@ -127,9 +127,9 @@ async def test_redelivered_case_routed_opens_one_case_with_one_callback_and_its_
     kinds = sorted([d["kind"] async for d in rig.store.due.find({})])
     assert kinds == ["callback", "sla_breach", "sla_breach", "sla_warning", "sla_warning"]
     case = await rig.store.get(event.data.case_id)
-    assert case is not None and case["status"] == "open"
-    (callback,) = case["callbacks"].values()
-    assert callback["due_at"] == event.data.routing.routed_at + timedelta(hours=24)
+    assert case is not None and case.status == "open"
+    (callback,) = case.callbacks.values()
+    assert callback.due_at == event.data.routing.routed_at + timedelta(hours=24)
 
 
 async def test_a_due_item_is_claimed_by_one_copy_and_reclaimed_after_its_lease(rig: Rig) -> None:
@@ -137,14 +137,14 @@ async def test_a_due_item_is_claimed_by_one_copy_and_reclaimed_after_its_lease(r
     later = utcnow() + timedelta(days=30)
     claims = await asyncio.gather(*(rig.store.claim_due(later, f"copy-{i}", 30) for i in range(5)))
     winners = [c for c in claims if c is not None]
-    assert len(winners) == 5 and len({w["_id"] for w in winners}) == 5  # one item each
+    assert len(winners) == 5 and len({w.id for w in winners}) == 5  # one item each
     assert await rig.store.claim_due(later + timedelta(seconds=10), "copy-x", 30) is None
     reclaimed = await rig.store.claim_due(later + timedelta(seconds=31), "copy-y", 30)
     assert reclaimed is not None
-    (first_owner,) = [w["owner"] for w in winners if w["_id"] == reclaimed["_id"]]
+    (first_owner,) = [w.owner for w in winners if w.id == reclaimed.id]
     # The copy whose lease ran out can no longer complete it; the new holder can.
-    assert not await rig.store.complete_due(reclaimed["_id"], first_owner)
-    assert await rig.store.complete_due(reclaimed["_id"], "copy-y")
+    assert not await rig.store.complete_due(reclaimed.id, first_owner)
+    assert await rig.store.complete_due(reclaimed.id, "copy-y")
 
 
 async def test_events_queued_while_the_broker_is_down_are_published_by_the_relay(
@@ -154,24 +154,27 @@ async def test_events_queued_while_the_broker_is_down_are_published_by_the_relay
     await rig.route(event.data)
     item = await rig.store.due.find_one({"kind": "callback"})
     assert item is not None
+    due_item = due_item_of(item)
 
     settings = followup_settings(infra, database_name)
     offline = EventProducer(settings, "test-offline")  # never connected: every publish fails
     cut_off = Followup(rig.store, offline, rig.policy, rig.followup.links)
-    assert await cut_off.fire(item, item["due_at"]) == "done"
+    assert await cut_off.fire(due_item, item["due_at"]) == "done"
     case = await rig.store.get(event.data.case_id)
-    assert case is not None and [e["name"] for e in case["outbox"]] == ["callback.due"]
-    queued_id = case["outbox"][0]["id"]
+    assert case is not None and [e.name for e in case.outbox] == ["callback.due"]
+    queued_id = case.outbox[0].id
 
     stop = asyncio.Event()
     async with TopicReader(infra.bootstrap, Topic.CASE_LIFECYCLE) as reader:
-        task = asyncio.create_task(relay(rig.producer, rig.store, 0.2, stop))
+        task = asyncio.create_task(
+            run_outbox_relay(rig.store, rig.producer.publish, retry_after_s=0.2, stop=stop)
+        )
         due = await reader.wait_for(lambda e: e.id == queued_id)
         stop.set()
         await task
     assert due.data.callback_id == item["ref"]
     case = await rig.store.get(event.data.case_id)
-    assert case is not None and case["outbox"] == []
-    assert await publish_outbox(rig.producer, rig.store, case)
+    assert case is not None and case.outbox == []
+    assert await rig.store.publish(case, rig.producer.publish)
     # Firing the same item again finds the callback already due: nothing more happens.
-    assert await rig.followup.fire(item, item["due_at"]) == "skipped"
+    assert await rig.followup.fire(due_item, item["due_at"]) == "skipped"

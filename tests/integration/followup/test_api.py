@@ -24,8 +24,8 @@ from shared.contracts import CaseRouted, Priority, Topic
 from shared.db import Document
 from shared.envelope import Event, derive_id, new_event
 from tests.conftest import Infra
+from tests.integration.followup.test_store import API_KEY, FakeClock, followup_settings
 from tests.integration.running import running
-from tests.integration.test_followup_store import API_KEY, FakeClock, followup_settings
 from tests.support import TopicReader, a_case_routed, a_feedback, a_routing, http_routes
 
 
