@@ -41,7 +41,7 @@ from rich.table import Table
 from services.insights.customers import Customers
 from services.insights.domain import DIMENSIONS, CaseFacts, day_of, dimensions, fold, measures
 from services.insights.handlers import make_handlers
-from services.insights.loyalty import load_policy
+from services.insights.policy import load_policy
 from services.insights.store import InsightsStore, rollup_id, slice_rollups
 from shared.contracts import (
     CaseClosed,
@@ -49,8 +49,8 @@ from shared.contracts import (
     CaseResolved,
     CaseRouted,
     Priority,
-    RootCause,
     SurveyAnswered,
+    root_causes,
 )
 from shared.db import Document
 from shared.envelope import Event, new_event
@@ -77,7 +77,7 @@ def _case_events(rng: random.Random, day: date) -> list[Event[Any]]:
             "parcel late", at=opened, customer=a_customer(), channel=rng.choice(CHANNELS),
             language=rng.choice(LANGUAGES),
         ),
-        classification=a_classification(rng.choice(list(RootCause))),
+        classification=a_classification(rng.choice(list(root_causes()))),
         routing=a_routing(
             rng.choice(list(Priority)), at=opened, team=team,
             agent=f"{team}-{rng.randrange(AGENTS_PER_TEAM)}",

@@ -4,7 +4,7 @@ evaluate, simulate) it is insights' command line instead."""
 import sys
 
 if len(sys.argv) > 1:
-    from services.insights.cli import main
+    from services.insights.offline.cli import main
 
     main(sys.argv[1:])
 else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -27,7 +27,6 @@ from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore, decode_cursor
 from services.insights.top_issues import MAX_TEXTS, Complaint, top_issues
 from shared.auth import api_client
-from shared.clock import utcnow
 from shared.http import PROBLEM_JSON
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "RFC 9457 problem details"}
@@ -65,6 +64,12 @@ def _store(request: Request) -> InsightsStore:
     return store
 
 
+def now_of(request: Request) -> datetime:
+    """Now by the service's clock: the real one, but in tests that move it on."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
 def period(
     request: Request,
     start: Annotated[
@@ -72,7 +77,7 @@ def period(
     ] = None,
     end: Annotated[date | None, Query(alias="to", description="Last day (UTC), included")] = None,
 ) -> Period:
-    today = utcnow().date()
+    today = now_of(request).date()
     end = end or today
     start = start or end - timedelta(days=29)
     if start > end:
@@ -355,7 +360,7 @@ async def record_lesson(
     request: Request, case_id: Annotated[str, Path(max_length=200)], body: LessonIn
 ) -> dict[str, Any]:
     facts = await _facts(request, case_id)
-    doc = await _store(request).record_lesson(facts, body.lesson, body.by, utcnow())
+    doc = await _store(request).record_lesson(facts, body.lesson, body.by, now_of(request))
     return _lesson(doc)
 
 

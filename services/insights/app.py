@@ -4,44 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from services.insights.api import reviews as reviews_router
 from services.insights.api import router as api_router
 from services.insights.customer_api import customers as customers_router
-from services.insights.customers import Customers
-from services.insights.handlers import make_handlers
-from services.insights.loyalty import load_policy
+from services.insights.customers import Customers, Publish
+from services.insights.handlers import TOPICS, make_handlers
 from services.insights.metrics import CUSTOMERS_AT_RISK, LAST_OPENED, PENDING_SETTLED
 from services.insights.page import ReportPages
 from services.insights.page import router as page_router
+from services.insights.policy import load_policy
 from services.insights.settings import InsightsSettings
 from services.insights.store import InsightsStore
 from services.insights.weekly import publish_due_report
 from shared.auth import Gate
 from shared.clock import utcnow
-from shared.contracts import Topic
-from shared.kafka import sleep_unless
+from shared.jobs import run_every
 from shared.ratelimit import limits_storage
 from shared.runtime import Service, web_app
 
 log = logging.getLogger(__name__)
 
+DESCRIPTION = (
+    "Reports over every case: volume, speed, deadlines, reopens, escalations and "
+    "satisfaction by cause, team, agent, channel, priority, language and tier; the cases "
+    "behind every figure; CSV exports; customers' health scores and the retention worklist; "
+    "the weekly report page at /reports. Every route needs an API key (X-API-Key, "
+    "Authorization: Bearer, or HTTP Basic's password)."
+)
 
-def build(settings: InsightsSettings | None = None) -> Service:
+
+def build(
+    settings: InsightsSettings | None = None, *, clock: Callable[[], datetime] = utcnow
+) -> Service:
+    """The insights service. ``clock`` is what the consumers, the jobs and the API take as
+    now (tests move it on instead of waiting)."""
     settings = settings or InsightsSettings()
-    app = web_app(
-        "closeloop insights",
-        description="Reports over every case: volume, speed, deadlines, reopens, escalations "
-        "and satisfaction by cause, team, agent, channel, priority, language and tier; the "
-        "cases behind every figure; CSV exports; customers' health scores and the retention "
-        "worklist; the weekly report page at /reports. Every "
-        "route needs an API key (X-API-Key, Authorization: Bearer, or HTTP Basic's password).",
-    )
-    app.include_router(api_router)
-    app.include_router(reviews_router)
-    app.include_router(customers_router)
-    app.include_router(page_router)
+    app = web_app("closeloop insights", description=DESCRIPTION)
+    for routes in (api_router, reviews_router, customers_router, page_router):
+        app.include_router(routes)
     service = Service("insights", settings, app=app, uses_database=True)
     storage = limits_storage(settings.rate_limit_storage, service.db)
     app.state.gate = Gate.of("insights", settings, settings.api_keys, storage)
@@ -57,6 +60,7 @@ def build(settings: InsightsSettings | None = None) -> Service:
     )
     app.state.customers = customers
     app.state.settings = settings
+    app.state.clock = clock
     app.state.report_pages = ReportPages()
 
     async def prepare() -> None:
@@ -67,38 +71,48 @@ def build(settings: InsightsSettings | None = None) -> Service:
         await store.ensure_indexes()
         await customers.ensure_indexes()
 
+    pending_after = timedelta(seconds=settings.pending_sweep_s)
+    report_delay = timedelta(hours=settings.weekly_report_delay_h)
+
     async def sweep(stop: asyncio.Event) -> None:
-        """Add rollup deltas and publish signals a stopped copy left pending, score again
-        the customers whose scores fade; keep the gauges fresh."""
-        while not stop.is_set():
-            try:
-                older = utcnow() - timedelta(seconds=settings.pending_sweep_s)
-                PENDING_SETTLED.inc(await store.settle_pending(older))
-                await customers.sweep(utcnow(), timedelta(seconds=settings.pending_sweep_s))
-                CUSTOMERS_AT_RISK.set(await customers.at_risk_count())
-                latest = await store.latest_opened()
-                if latest is not None:
-                    LAST_OPENED.set(latest.timestamp())
-            except Exception:  # the next round tries again; consuming goes on
-                log.exception("insights sweep failed")
-            await sleep_unless(stop, settings.pending_sweep_s)
+        async def once() -> None:
+            await sweep_once(store, customers, clock(), pending_after)
+
+        await run_every("insights sweep", once, settings.pending_sweep_s, stop)
 
     async def weekly(stop: asyncio.Event) -> None:
-        """The weekly review on report.weekly, once per finished week."""
-        delay = timedelta(hours=settings.weekly_report_delay_h)
-        while not stop.is_set():
-            try:
-                week = await publish_due_report(store, service.producer.publish, utcnow(), delay)
-                if week is not None:
-                    log.info("weekly report published", extra={"week": week})
-            except Exception:  # the next check tries again
-                log.exception("weekly report failed")
-            await sleep_unless(stop, settings.weekly_check_s)
+        async def once() -> None:
+            await publish_weekly(store, service.producer.publish, clock(), report_delay)
+
+        await run_every("weekly report", once, settings.weekly_check_s, stop)
 
     service.on_startup(prepare)
     service.consume(
-        [Topic.CASE_ROUTED.value, Topic.CASE_LIFECYCLE.value], make_handlers(store, customers)
+        list(TOPICS),
+        make_handlers(store, customers, clock),
     )
     service.job(sweep)
     service.job(weekly)
     return service
+
+
+async def sweep_once(
+    store: InsightsStore, customers: Customers, now: datetime, pending_after: timedelta
+) -> None:
+    """Add rollup deltas and publish signals a stopped copy left pending, score again the
+    customers whose scores fade; keep the gauges fresh."""
+    PENDING_SETTLED.inc(await store.settle_pending(now - pending_after))
+    await customers.sweep(now, pending_after)
+    CUSTOMERS_AT_RISK.set(await customers.at_risk_count())
+    latest = await store.latest_opened()
+    if latest is not None:
+        LAST_OPENED.set(latest.timestamp())
+
+
+async def publish_weekly(
+    store: InsightsStore, publish: Publish, now: datetime, delay: timedelta
+) -> None:
+    """The weekly review on report.weekly, once per finished week."""
+    week = await publish_due_report(store, publish, now, delay)
+    if week is not None:
+        log.info("weekly report published", extra={"week": week})

@@ -11,13 +11,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from services.insights.api import AUTH_ERRORS, csv_row, text_cell
+from services.insights.api import AUTH_ERRORS, csv_row, now_of, text_cell
 from services.insights.customers import Customers, decode_worklist_cursor
 from services.insights.domain import CHURN_SIGNAL, CaseFacts
 from services.insights.loyalty import churn_probability, health
 from services.insights.store import InsightsStore
 from shared.auth import api_client
-from shared.clock import utcnow
 
 customers = APIRouter(prefix="/v1", dependencies=[Depends(api_client)], responses=AUTH_ERRORS)
 
@@ -117,7 +116,7 @@ async def profile(
     if not cases:
         raise HTTPException(404, f"insights knows no case of customer {customer_key}")
     policy = _customers(request).policy
-    now = utcnow()
+    now = now_of(request)
     now_health = health(cases, now, policy)
     standing = await _customers(request).standing(customer_key)
     signals = await _customers(request).signals_of(customer_key)

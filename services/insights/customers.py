@@ -27,7 +27,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.insights.loyalty import (
-    LoyaltyPolicy,
     Standing,
     decide_signal,
     health,
@@ -35,6 +34,7 @@ from services.insights.loyalty import (
     standing_after,
 )
 from services.insights.metrics import CUSTOMER_SIGNALS, CUSTOMERS_SCORED
+from services.insights.policy import LoyaltyPolicy
 from services.insights.store import InsightsStore
 from shared.contracts import EVENT_MODELS, CustomerSignal
 from shared.db import Document, without_entries

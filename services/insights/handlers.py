@@ -4,7 +4,8 @@ publishes in return (customer.signals) goes through the customers' outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from services.insights.customers import Customers
@@ -19,12 +20,14 @@ from shared.contracts import (
     CaseRouted,
     SlaWarning,
     SurveyRequested,
+    Topic,
 )
 from shared.envelope import Event
 from shared.kafka import Handler
 
 # What insights reads (case.routed and case.lifecycle): the opening of each case and
 # everything that happens to it.
+TOPICS = (Topic.CASE_ROUTED.value, Topic.CASE_LIFECYCLE.value)
 EVENT_NAMES = tuple(
     name
     for name, model in EVENT_MODELS.items()
@@ -36,11 +39,13 @@ UNSCORED = frozenset(
 )
 
 
-def make_handlers(store: InsightsStore, customers: Customers) -> dict[str, Handler]:
+def make_handlers(
+    store: InsightsStore, customers: Customers, clock: Callable[[], datetime] = utcnow
+) -> dict[str, Handler]:
     async def fold_event(event: Event[Any]) -> Sequence[Event[Any]]:
         data = event.data
         assert isinstance(data, CaseRouted | CaseEvent)
-        now = utcnow()
+        now = clock()
         folded = await store.apply(event, data.case_id, now)
         EVENTS_FOLDED.labels(data.event_name, "folded" if folded else "duplicate").inc()
         if data.event_name not in UNSCORED:

@@ -1,8 +1,8 @@
 """The customer health score: 0 (leaving) to 100, from a customer's cases.
 
-Every part of the loyalty policy (loyalty.yaml) counts something in the customer's
-cases (complaints, missed deadlines, dissatisfied answers, churn intent, good
-recoveries...), each item weighed by how long ago it happened: ``0.5 ** (age /
+Every part of the loyalty policy (loyalty.yaml, read by policy.py) counts something in
+the customer's cases (complaints, missed deadlines, dissatisfied answers, churn intent,
+good recoveries...), each item weighed by how long ago it happened: ``0.5 ** (age /
 half-life)``. A part adds its points times that decayed count; the score is the
 policy's base plus every part and the tier's offset, kept within 0..100. The score is
 ``50 - scale * log-odds`` of leaving, so a fitted logistic regression is a policy (see
@@ -12,7 +12,8 @@ A score is taken at a time ``at``: only cases opened before it count, and of eac
 only what had happened by then (a resolution, an answer, a deadline passed); reopens and
 escalations carry no time in the facts and count from the case's resolution or opening.
 
-Pure functions: no I/O, no clock reads.
+Pure functions: no I/O, no clock reads. The policy itself (its file, its fields and their
+checks) is in policy.py.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Literal, Self, get_args
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
 
 from services.insights.domain import CHURN_SIGNAL, CaseFacts
-from shared.config import load_yaml
+from services.insights.policy import PARTS, LoyaltyPolicy, PartName
 from shared.contracts import (
     CustomerAtRisk,
     CustomerRecovered,
@@ -38,69 +36,12 @@ from shared.contracts import (
     Urgency,
 )
 
-DEFAULT_POLICY = Path(__file__).with_name("loyalty.yaml")
 MIDPOINT = 50.0
 """The score at even odds of leaving."""
 
-PartName = Literal[
-    "complaints",
-    "severe",
-    "deadlines_missed",
-    "reopened",
-    "escalated",
-    "dissatisfied",
-    "churn_intent",
-    "open_cases",
-    "recovered",
-]
-PARTS: tuple[PartName, ...] = get_args(PartName)
 SEVERE = frozenset({Urgency.CRITICAL, Urgency.HIGH})
 SATISFIED = frozenset({"satisfied", "delighted"})
 Signal = Literal["at_risk", "recovered"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PartPolicy(_Strict):
-    points: float = Field(description="Points per item when it is new (negative: takes away)")
-    half_life_days: float | None = Field(
-        default=None, gt=0, description="Days after which an item counts half; none: no decay"
-    )
-
-
-class LoyaltyPolicy(_Strict):
-    scale: float = Field(default=10.0, gt=0, description="Points per unit of log-odds")
-    base: float = Field(ge=0, le=100, description="The score of a customer with no case")
-    at_risk_below: float = Field(ge=0, le=100)
-    recovered_above: float = Field(ge=0, le=100)
-    horizon_days: float = Field(default=730, gt=0, description="Older cases count no more")
-    parts: dict[PartName, PartPolicy]
-    tiers: dict[CustomerTier, float] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.recovered_above <= self.at_risk_below:
-            raise ValueError(
-                "recovered_above must be above at_risk_below (the gap keeps a score near "
-                "one threshold from flapping)"
-            )
-        missing = [name for name in PARTS if name not in self.parts]
-        if missing:
-            raise ValueError(f"parts needs an entry for {', '.join(missing)}")
-        return self
-
-    @property
-    def horizon(self) -> timedelta:
-        return timedelta(days=self.horizon_days)
-
-    def tier_points(self, tier: CustomerTier) -> float:
-        return self.tiers.get(tier, 0.0)
-
-
-def load_policy(path: Path = DEFAULT_POLICY) -> LoyaltyPolicy:
-    return load_yaml(path, LoyaltyPolicy)
 
 
 # --- what counts ----------------------------------------------------------------------

@@ -27,13 +27,12 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from services.insights import charts
-from services.insights.api import issues_by_cause
+from services.insights.api import issues_by_cause, now_of
 from services.insights.customers import Customers
 from services.insights.reports import figures, interval_start, rising, trend
 from services.insights.store import InsightsStore
 from services.insights.weekly import last_finished_week, week_name, weekly_report
 from shared.auth import browser_client
-from shared.clock import utcnow
 from shared.config import load_yaml
 from shared.http import page_route
 from shared.pages import Catalog, browser_language, templates
@@ -356,12 +355,9 @@ def page_link(monday: date, lang: str) -> str:
     return "reports?" + urlencode({"week": week_name(monday), "lang": lang})
 
 
-def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
-    """Everything the template writes, charts included."""
-    monday = data.monday
-    weeks = weeks_shown(monday)
+def worse_rows(data: WeekData, t: ReportTexts) -> list[dict[str, Any]]:
+    """The teams and causes whose figures got worse than the week before, with links."""
     report, previous = data.report, data.previous
-    teams = [row for row in report["by_team"] if row["cases"] > 0]
     worse = []
     for by, label in (("team", t.team), ("root_cause", t.root_cause)):
         key = "by_team" if by == "team" else "by_root_cause"
@@ -374,25 +370,16 @@ def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
                     "rose": [t.figure_names.get(figure, figure) for figure in row["rose"]],
                     "cases": row["cases"],
                     "before": row["before"],
-                    "link": cases_link(monday, **{by: row["value"]}),
+                    "link": cases_link(data.monday, **{by: row["value"]}),
                 }
             )
-    this_week = interval_start(data.today, "week")
+    return worse
+
+
+def week_charts(data: WeekData, t: ReportTexts, weeks: list[date]) -> dict[str, str]:
+    """The page's three charts: volume by cause, deadlines by team, satisfaction."""
+    teams = [row for row in data.report["by_team"] if row["cases"] > 0]
     return {
-        "t": t,
-        "lang": lang,
-        "week": week_name(monday),
-        "heading": t.week_heading.format(
-            week=week_name(monday),
-            start=monday.isoformat(),
-            end=(monday + timedelta(days=6)).isoformat(),
-        ),
-        "in_progress": monday + timedelta(days=7) > data.today,
-        "previous_link": page_link(monday - timedelta(days=7), lang),
-        "next_link": page_link(monday + timedelta(days=7), lang) if monday < this_week else None,
-        "switch_link": page_link(monday, t.switch_lang),
-        "cases": report["total"]["cases"],
-        "headline": headline(report["total"], previous["total"], t),
         "volume_chart": charts.volume_by_cause(
             weeks,
             data.volume,
@@ -415,22 +402,12 @@ def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
             labels=(t.csat_label, t.index_label),
             title=t.satisfaction_chart,
         ),
-        "worse": worse,
-        "issues": [
-            {
-                "cause": t.cause(cause["root_cause"]),
-                "complaints": cause["complaints"],
-                "link": cases_link(monday, root_cause=cause["root_cause"]),
-                "issues": cause["issues"],
-            }
-            for cause in data.issues
-        ],
-        "lessons": [
-            {"cause": t.cause(group["root_cause"]), "lessons": group["lessons"]}
-            for group in report["lessons"]
-        ],
-        "all_cases": cases_link(monday),
-        "csv": csv_link(monday),
+    }
+
+
+def customers_part(data: WeekData, t: ReportTexts, weeks: list[date]) -> dict[str, Any]:
+    """The customers' part of the page: at risk now, signals per week, top reasons."""
+    return {
         "at_risk_now": data.at_risk_now,
         "signal_weeks": [
             {
@@ -446,6 +423,48 @@ def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
         ],
         "worklist": "v1/customers?" + urlencode({"at_risk": "true"}),
         "worklist_csv": "v1/customers.csv?" + urlencode({"at_risk": "true"}),
+    }
+
+
+def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
+    """Everything the template writes, charts included."""
+    monday = data.monday
+    weeks = weeks_shown(monday)
+    report, previous = data.report, data.previous
+    this_week = interval_start(data.today, "week")
+    return {
+        "t": t,
+        "lang": lang,
+        "week": week_name(monday),
+        "heading": t.week_heading.format(
+            week=week_name(monday),
+            start=monday.isoformat(),
+            end=(monday + timedelta(days=6)).isoformat(),
+        ),
+        "in_progress": monday + timedelta(days=7) > data.today,
+        "previous_link": page_link(monday - timedelta(days=7), lang),
+        "next_link": page_link(monday + timedelta(days=7), lang) if monday < this_week else None,
+        "switch_link": page_link(monday, t.switch_lang),
+        "cases": report["total"]["cases"],
+        "headline": headline(report["total"], previous["total"], t),
+        **week_charts(data, t, weeks),
+        "worse": worse_rows(data, t),
+        "issues": [
+            {
+                "cause": t.cause(cause["root_cause"]),
+                "complaints": cause["complaints"],
+                "link": cases_link(monday, root_cause=cause["root_cause"]),
+                "issues": cause["issues"],
+            }
+            for cause in data.issues
+        ],
+        "lessons": [
+            {"cause": t.cause(group["root_cause"]), "lessons": group["lessons"]}
+            for group in report["lessons"]
+        ],
+        "all_cases": cases_link(monday),
+        "csv": csv_link(monday),
+        **customers_part(data, t, weeks),
     }
 
 
@@ -512,7 +531,7 @@ async def report_page(
         await browser_client(request, REALM)
     except HTTPException as exc:
         return pages.refused(lang, exc)
-    now = utcnow()
+    now = now_of(request)
     if week is None:
         monday = last_finished_week(now, timedelta())
     else:

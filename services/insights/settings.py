@@ -4,7 +4,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.insights.loyalty import DEFAULT_POLICY
+from services.insights.policy import DEFAULT_POLICY
 from shared.auth import ApiKeySettings
 from shared.credentials import refuse_known_secrets
 from shared.settings import ServiceSettings

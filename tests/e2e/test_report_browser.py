@@ -40,8 +40,8 @@ from shared.contracts import (
 from shared.envelope import Event, new_event
 from tests.conftest import Infra
 from tests.e2e.conftest import WAIT_MS
+from tests.integration.insights.test_service import KEY, WRITE_KEY, settings_for
 from tests.integration.running import running
-from tests.integration.test_insights_service import KEY, WRITE_KEY, settings_for
 from tests.support import a_classification, a_customer, a_feedback, a_routing, eventually, produce
 
 TEXTS = ReportPages().catalog
@@ -138,16 +138,16 @@ def two_weeks() -> tuple[Weeks, list[Event[Any]]]:
     team, other = f"logistics-{suffix}", f"billing-{suffix}"
     before = [
         routed(team, datetime.combine(BEFORE, datetime.min.time(), UTC) + timedelta(hours=9 + i),
-               RootCause.DELIVERY, f"快递第{i}次延误，请尽快处理")
+               "delivery", f"快递第{i}次延误，请尽快处理")
         for i in range(4)
     ]  # fmt: skip
     start = datetime.combine(MONDAY, datetime.min.time(), UTC)
     parcels = [
-        routed(team, start + timedelta(hours=9 + 3 * i), RootCause.DELIVERY, f"{PARCEL}（{i}）")
+        routed(team, start + timedelta(hours=9 + 3 * i), "delivery", f"{PARCEL}（{i}）")
         for i in range(12)
     ]
     bills = [
-        routed(other, start + timedelta(days=1, hours=10 + i), RootCause.BILLING,
+        routed(other, start + timedelta(days=1, hours=10 + i), "billing",
                "I was charged twice for one order", language="en")
         for i in range(3)
     ]  # fmt: skip

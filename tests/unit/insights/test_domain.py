@@ -42,6 +42,7 @@ from shared.contracts import (
     SurveyAnswered,
     SurveyRequested,
     Urgency,
+    root_causes,
 )
 from shared.envelope import Event, new_event
 from tests.support import a_classification, a_feedback, a_routing
@@ -75,7 +76,7 @@ def routed(
     text: str = "My parcel never arrived",
     linked: bool = False,
     tier: CustomerTier = CustomerTier.STANDARD,
-    cause: RootCause = RootCause.DELIVERY,
+    cause: RootCause = "delivery",
     **routing: Any,
 ) -> CaseRouted:
     received_at = at(minutes if received is None else received)
@@ -118,7 +119,7 @@ def closed(minutes: int, **fields: Any) -> CaseEvent:
         "feedback_id": "f-1",
         "channel": Channel.WEB,
         "customer_tier": CustomerTier.STANDARD,
-        "root_cause": RootCause.DELIVERY,
+        "root_cause": "delivery",
         "urgency": Urgency.MEDIUM,
         "priority": Priority.P3,
         "team": "logistics",
@@ -175,7 +176,7 @@ def routed_data(draw: st.DrawFn) -> CaseRouted:
         case_id=CASE,
         feedback=feedback,
         classification=a_classification(
-            draw(st.sampled_from(RootCause)), draw(st.sampled_from(Urgency))
+            draw(st.sampled_from(root_causes())), draw(st.sampled_from(Urgency))
         ),
         routing=routing,
         linked_to=draw(st.sampled_from([None, CASE])),

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.insights import fitting
 from services.insights.domain import CaseFacts
-from services.insights.fitting import Outcome, OutcomesError
-from services.insights.loyalty import PARTS, health, load_policy
-from services.insights.simulate import DEFAULT_SEED, Simulation, simulate
+from services.insights.loyalty import health
+from services.insights.offline import fitting
+from services.insights.offline.fitting import Outcome, OutcomesError
+from services.insights.offline.simulate import DEFAULT_SEED, Simulation, simulate
+from services.insights.policy import PARTS, load_policy
 from shared.contracts import CustomerTier
 
 CUSTOMERS = 3_000

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.insights import simulate as sim
 from services.insights.domain import CaseFacts, fold
+from services.insights.offline import simulate as sim
 from shared.contracts import (
     EVENT_MODELS,
     CaseClosed,

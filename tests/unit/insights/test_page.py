@@ -11,7 +11,6 @@ from itertools import pairwise
 import pytest
 
 from services.insights import charts
-from services.insights.loyalty import PARTS
 from services.insights.page import (
     ReportPages,
     WeekData,
@@ -23,9 +22,10 @@ from services.insights.page import (
     weeks_shown,
     written,
 )
+from services.insights.policy import PARTS
 from services.insights.reports import RISES, figures
 from services.insights.weekly import week_name
-from shared.contracts import RootCause
+from shared.contracts import root_causes
 
 PAGES = ReportPages()
 ZH, EN = PAGES.catalog.zh, PAGES.catalog.en
@@ -90,7 +90,7 @@ def test_groups_get_worse_by_the_rule_of_the_trend_report() -> None:
 
 def test_the_catalog_names_every_root_cause_and_every_rising_figure() -> None:
     for texts in (ZH, EN):
-        assert set(texts.causes) == {cause.value for cause in RootCause}
+        assert set(texts.causes) == set(root_causes())
         assert set(texts.figure_names) == set(RISES)
         assert set(texts.score_parts) == {*PARTS, "tier"}
 

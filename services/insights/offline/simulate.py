@@ -80,8 +80,8 @@ from cloudevents.core.spec import SPECVERSION_V1_0
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from services.insights.fitting import Outcome, auc, write_outcomes
-from services.insights.loyalty import PartName
+from services.insights.offline.fitting import Outcome, auc, write_outcomes
+from services.insights.policy import PartName
 from shared.contracts import (
     EVENT_MODELS,
     EVENT_VERSION,
@@ -189,14 +189,14 @@ COMPLAINTS_PER_YEAR: Final[Mapping[CustomerTier, float]] = {
 }
 ZH_SHARE: Final = 0.6
 ROOT_CAUSES: Final[Mapping[RootCause, float]] = {
-    RootCause.DELIVERY: 0.28,
-    RootCause.PRODUCT_QUALITY: 0.24,
-    RootCause.BILLING: 0.14,
-    RootCause.AFTER_SALES: 0.12,
-    RootCause.STAFF_ATTITUDE: 0.08,
-    RootCause.COMMUNICATION: 0.08,
-    RootCause.POLICY: 0.04,
-    RootCause.OTHER: 0.02,
+    "delivery": 0.28,
+    "product_quality": 0.24,
+    "billing": 0.14,
+    "after_sales": 0.12,
+    "staff_attitude": 0.08,
+    "communication": 0.08,
+    "policy": 0.04,
+    "other": 0.02,
 }
 URGENCIES: Final[Mapping[Urgency, float]] = {
     Urgency.LOW: 0.25,
@@ -259,15 +259,15 @@ PRIORITY_MATRIX: Final[Mapping[Urgency, Mapping[CustomerTier, Priority]]] = {
 }
 PUBLIC_CHANNELS: Final = frozenset({Channel.SOCIAL, Channel.APP_REVIEW})
 RULES: Final[Mapping[RootCause, tuple[str, str]]] = {
-    RootCause.PRODUCT_QUALITY: ("product-quality", "quality"),
-    RootCause.DELIVERY: ("delivery", "logistics"),
-    RootCause.BILLING: ("billing", "billing"),
-    RootCause.POLICY: ("billing", "billing"),
-    RootCause.STAFF_ATTITUDE: ("service", "service"),
-    RootCause.AFTER_SALES: ("service", "service"),
-    RootCause.COMMUNICATION: ("service", "service"),
-    RootCause.ENVIRONMENT: ("service", "service"),
-    RootCause.OTHER: ("fallback", "triage"),
+    "product_quality": ("product-quality", "quality"),
+    "delivery": ("delivery", "logistics"),
+    "billing": ("billing", "billing"),
+    "policy": ("billing", "billing"),
+    "staff_attitude": ("service", "service"),
+    "after_sales": ("service", "service"),
+    "communication": ("service", "service"),
+    "environment": ("service", "service"),
+    "other": ("fallback", "triage"),
 }
 ESCALATIONS: Final = "escalations"
 AGENTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
@@ -292,66 +292,66 @@ SURVEY_EXPIRY: Final = timedelta(hours=72)
 
 TEXTS: Final[Mapping[str, Mapping[RootCause, tuple[str, ...]]]] = {
     "en": {
-        RootCause.DELIVERY: (
+        "delivery": (
             "My order {order} still hasn't arrived, it was due {days} days ago.",
             "The parcel for order {order} was left outside in the rain and everything is wet.",
         ),
-        RootCause.PRODUCT_QUALITY: (
+        "product_quality": (
             "The {item} I bought stopped working after {days} days.",
             "The {item} arrived with a cracked casing and a missing part.",
         ),
-        RootCause.BILLING: (
+        "billing": (
             "I was charged twice for order {order}.",
             "My refund for order {order} still has not come through after {days} days.",
         ),
-        RootCause.AFTER_SALES: (
+        "after_sales": (
             "Nobody tells me anything about the repair of my {item}.",
             "The warranty repair of my {item} has taken {days} days so far.",
         ),
-        RootCause.STAFF_ATTITUDE: (
+        "staff_attitude": (
             "The agent on the phone was rude and hung up on me.",
             "The shop assistant ignored me and laughed at my question.",
         ),
-        RootCause.COMMUNICATION: (
+        "communication": (
             "I was promised a call back {days} days ago and nobody called.",
             "Every agent tells me something different about order {order}.",
         ),
-        RootCause.POLICY: (
+        "policy": (
             "You refused to take back the {item} although it is within the 30 days.",
             "Why do I have to pay for the return of a faulty {item}?",
         ),
-        RootCause.OTHER: ("Your website logs me out every time I try to pay.",),
+        "other": ("Your website logs me out every time I try to pay.",),
     },
     "zh": {
-        RootCause.DELIVERY: (
+        "delivery": (
             "订单{order}已经晚了{days}天还没送到。",
             "快递把订单{order}的包裹放在门外淋雨，东西全湿了。",
         ),
-        RootCause.PRODUCT_QUALITY: (
+        "product_quality": (
             "买的{item}用了{days}天就坏了。",
             "收到的{item}外壳是裂的，还少了零件。",
         ),
-        RootCause.BILLING: (
+        "billing": (
             "订单{order}被重复扣款了。",
             "订单{order}的退款{days}天了还没到账。",
         ),
-        RootCause.AFTER_SALES: (
+        "after_sales": (
             "{item}送修以后一直没人告诉我进度。",
             "{item}保修维修已经{days}天了。",
         ),
-        RootCause.STAFF_ATTITUDE: (
+        "staff_attitude": (
             "客服态度很差，直接挂了我的电话。",
             "店员对我爱理不理，还嘲笑我的问题。",
         ),
-        RootCause.COMMUNICATION: (
+        "communication": (
             "说好{days}天前给我回电话，到现在没人联系。",
             "每个客服对订单{order}的说法都不一样。",
         ),
-        RootCause.POLICY: (
+        "policy": (
             "{item}还在30天内却不给退货。",
             "质量有问题的{item}退货为什么要我付运费？",
         ),
-        RootCause.OTHER: ("网站每次付款都把我退出登录。",),
+        "other": ("网站每次付款都把我退出登录。",),
     },
 }
 ITEMS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -634,7 +634,7 @@ class _Case:
             confidence=round(float(rng.uniform(0.55, 0.95)), 3),
             signals=signals,
             model_version="simulator-1",
-            reasons=[f"simulated {self.cause.value} complaint"],
+            reasons=[f"simulated {self.cause} complaint"],
         )
 
     # --- routing --------------------------------------------------------------------
@@ -748,7 +748,7 @@ class _Case:
             customer_key=self.customer.key,
             occurred_at=at,
             resolved_by=self.routing.agent or "",
-            solution="replaced" if self.cause is RootCause.PRODUCT_QUALITY else "explained",
+            solution="replaced" if self.cause == "product_quality" else "explained",
             within_sla=at <= self.routing.resolution_due,
         )
         if self._emit(data, FOLLOWUP, f"{self.case_id}:resolve:{round_}", at):

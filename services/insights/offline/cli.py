@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from services.insights.domain import CaseFacts
-from services.insights.fitting import (
+from services.insights.offline.fitting import (
     FitError,
     LogisticFit,
     Outcome,
@@ -36,8 +36,7 @@ from services.insights.fitting import (
     policy_yaml,
     read_outcomes,
 )
-from services.insights.loyalty import DEFAULT_POLICY, LoyaltyPolicy, load_policy
-from services.insights.simulate import (
+from services.insights.offline.simulate import (
     DEFAULT_AT,
     DEFAULT_CUSTOMERS,
     DEFAULT_SEED,
@@ -47,6 +46,7 @@ from services.insights.simulate import (
     simulate,
     write_simulation,
 )
+from services.insights.policy import DEFAULT_POLICY, LoyaltyPolicy, load_policy
 from services.insights.store import InsightsStore
 from shared.config import ConfigError
 from shared.db import Document
@@ -267,7 +267,7 @@ def simulate_command(
     ] = DEFAULT_AT.isoformat().replace("+00:00", "Z"),
 ) -> None:
     """Simulated customers, their cases as events and whether they left, drawn from a
-    known churn process (services/insights/simulate.py); prints the oracle AUC."""
+    known churn process (services/insights/offline/simulate.py); prints the oracle AUC."""
     try:
         snapshot = datetime.fromisoformat(at)
     except ValueError:

@@ -1,7 +1,8 @@
 """``python -m services.insights loyalty simulate|fit|evaluate`` as real processes: simulated
 data is fitted, the written policy evaluates to the fit's in-sample AUC; bad input exits 2
-naming what is wrong (the command line in this process); and histories folded into
-insights' MongoDB evaluate exactly as the same events read from a file."""
+naming what is wrong, a fit without --out says it wrote nothing and the tree reports its
+rules (the command line in this process); and histories folded into insights' MongoDB
+evaluate exactly as the same events read from a file."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
-from services.insights.cli import app
-from services.insights.fitting import write_outcomes
-from services.insights.loyalty import load_policy
-from services.insights.simulate import simulate, write_events
+from services.insights.offline.cli import app
+from services.insights.offline.fitting import write_outcomes
+from services.insights.offline.simulate import simulate, write_events
+from services.insights.policy import load_policy
 from services.insights.store import InsightsStore
 from shared.db import Document
 from shared.envelope import Event
@@ -48,10 +49,12 @@ def run(*args: str | Path | int, timeout: float = 240) -> subprocess.CompletedPr
 
 
 def run_here(*args: str | Path | int) -> subprocess.CompletedProcess[str]:
-    """The same command line in this process: for refusals, which need no second Python
-    start (its imports cost seconds) to show what the user reads."""
-    result = CliRunner().invoke(app, ["loyalty", *map(str, args)])
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    """The same command line in this process: for refusals and reports, which need no
+    second Python start (its imports cost seconds) to show what the user reads; the
+    process itself is run by the fixture and the tests of fit and evaluate."""
+    argv = ["loyalty", *map(str, args)]
+    result = CliRunner().invoke(app, argv)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +106,13 @@ def test_fit_writes_a_policy_that_evaluates_to_its_in_sample_auc(
 
 
 def test_fit_without_out_writes_nothing_and_says_so(simulated: Path) -> None:
-    done = run("fit", simulated / "outcomes.csv", "--events", simulated / "events.jsonl")
+    done = run_here("fit", simulated / "outcomes.csv", "--events", simulated / "events.jsonl")
     assert done.returncode == 0, done.stderr
     assert "fitted policy not written: give --out FILE" in done.stdout
 
 
 def test_the_tree_reports_its_rules_and_a_useful_auc(simulated: Path) -> None:
-    done = run(
+    done = run_here(
         "fit", simulated / "outcomes.csv", "--events", simulated / "events.jsonl", "--model", "tree"
     )
     assert done.returncode == 0, done.stderr
@@ -198,23 +201,18 @@ async def test_evaluate_from_insights_database_matches_evaluate_from_the_events(
 ) -> None:
     simulation = simulate(40, seed=3, at=datetime(2026, 10, 1, tzinfo=UTC))
     assert 0 < sum(o.churned for o in simulation.outcomes) < 40
-    await fold_into(InsightsStore(mongo_client[database_name]), simulation.events)
     events, outcomes = tmp_path / "events.jsonl", tmp_path / "outcomes.csv"
     write_events(simulation.events, events)
     write_outcomes(simulation.outcome_rows(), outcomes)
-
-    from_file, from_database = await asyncio.gather(
-        asyncio.to_thread(run, "evaluate", outcomes, "--events", events),
-        asyncio.to_thread(
-            run,
-            "evaluate",
-            outcomes,
-            "--mongo-url",
-            infra.mongo_url,
-            "--database",
-            database_name,
-        ),
+    # The evaluation from the file needs no database: it runs while the events are folded.
+    file_run = asyncio.ensure_future(
+        asyncio.to_thread(run, "evaluate", outcomes, "--events", events)
     )
+    await fold_into(InsightsStore(mongo_client[database_name]), simulation.events)
+    from_database = await asyncio.to_thread(
+        run, "evaluate", outcomes, "--mongo-url", infra.mongo_url, "--database", database_name
+    )
+    from_file = await file_run
     assert from_file.returncode == 0, from_file.stderr
     assert from_database.returncode == 0, from_database.stderr
     assert f"from insights' database {database_name!r}" in from_database.stdout

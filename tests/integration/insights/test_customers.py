@@ -1,7 +1,8 @@
 """Customers' health scores against the real broker and database: a customer whose cases
 go badly is told at risk on customer.signals once, whatever is redelivered; their profile,
 the worklist and its CSV show why; as their history fades (half-lives of seconds in this
-test's policy) the sweep scores them again and tells them recovered."""
+test's policy, and the service's clock moved on minutes) the sweep scores them again and
+tells them recovered."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from services.insights.loyalty import DEFAULT_POLICY
+from services.insights.policy import DEFAULT_POLICY
 from services.insights.settings import InsightsSettings
 from shared.contracts import (
     CaseClosed,
@@ -37,7 +38,7 @@ from shared.contracts import (
 )
 from shared.envelope import Event, new_event, to_record
 from tests.conftest import Infra
-from tests.integration import test_insights_service as service_tests
+from tests.integration.insights import test_service as service_tests
 from tests.support import (
     TopicReader,
     a_classification,
@@ -64,8 +65,10 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# test_insights_service's client of the service these settings start, with its key.
+# test_service's client of the service these settings start, with its key, and the
+# service's clock.
 insights = service_tests.insights
+clock = service_tests.clock
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +83,9 @@ def settings(infra: Infra, policy_file: Path) -> InsightsSettings:
 
 
 async def caught_up(infra: Infra, settings: InsightsSettings) -> None:
-    """Wait until insights has folded what the shared topics held before this test: a
-    marker on every partition of case.routed and case.lifecycle, folded. The scores below
-    fade in seconds, so their events must not queue behind other tests' history."""
+    """Wait until insights reads every partition of case.routed and case.lifecycle (it
+    starts at their end): a marker on each, folded. The scores below fade in seconds, so
+    their events must not wait for the consumer group to form."""
     markers: list[str] = []
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all")
     await producer.start()
@@ -203,7 +206,10 @@ def history(now: datetime) -> tuple[str, list[Event[Any]]]:
 
 
 async def test_a_customer_at_risk_is_told_once_shown_why_and_recovers_as_it_fades(
-    infra: Infra, settings: InsightsSettings, insights: httpx.AsyncClient
+    infra: Infra,
+    settings: InsightsSettings,
+    insights: httpx.AsyncClient,
+    clock: service_tests.MovableClock,
 ) -> None:
     await caught_up(infra, settings)
     key, events = history(datetime.now(UTC))
@@ -222,12 +228,20 @@ async def test_a_customer_at_risk_is_told_once_shown_why_and_recovers_as_it_fade
         assert "complaints" in {reason.part for reason in at_risk.data.reasons}
 
         # The profile while they are at risk, once every event is in: the standing, the
-        # reasons, the history.
+        # reasons, the history. The profile scores as it answers, the worklist shows the
+        # standing's score: that one is in too once it leaves the close's case out (the
+        # close comes after every other event of its case).
         async def everything_folded() -> dict[str, Any] | None:
             found = (await insights.get(f"/v1/customers/{key}")).json()
             summary = found.get("summary", {})
             done = summary.get("cases") == 2 and summary.get("surveys_answered") == 1
-            return found if done and summary.get("reopens") == 1 else None
+            done = done and summary.get("reopens") == 1
+            return found if done and await standing_scored_after_the_close() else None
+
+        async def standing_scored_after_the_close() -> bool:
+            listed = (await insights.get("/v1/customers", params={"at_risk": "true"})).json()
+            rows = [row for row in listed["customers"] if row["customer_key"] == key]
+            return bool(rows) and rows[0]["open_case_ids"] == [events[-1].data.case_id]
 
         profile = await eventually(everything_folded, timeout=30)
         assert profile["standing"]["at_risk"] is True
@@ -257,7 +271,9 @@ async def test_a_customer_at_risk_is_told_once_shown_why_and_recovers_as_it_fade
         await produce(infra.bootstrap, events)
         await eventually(lambda: _at_least(insights, duplicates_before + len(events)), timeout=60)
 
-        # Half-lives of seconds: the sweep scores them again and tells them recovered.
+        # Half-lives of seconds, and ten of them gone by on the service's clock: the sweep
+        # scores them again and tells them recovered.
+        clock.move_on(timedelta(seconds=10 * HALF_LIFE_S))
         recovered = await signals.wait_for(
             lambda e: e.name == "customer.recovered" and e.data.customer_key == key, timeout=90
         )

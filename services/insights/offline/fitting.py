@@ -41,14 +41,13 @@ from sklearn.tree import DecisionTreeClassifier, export_text
 
 from services.insights.domain import CaseFacts, fold
 from services.insights.loyalty import (
-    PARTS,
-    LoyaltyPolicy,
     churn_probability,
     customer_tier,
     features,
     health,
     policy_from_logit,
 )
+from services.insights.policy import PARTS, LoyaltyPolicy
 from shared.contracts import CaseEvent, CaseRouted, CustomerTier
 from shared.envelope import Event
 
