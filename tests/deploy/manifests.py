@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.contracts import TAXONOMY_FILE_VARIABLE
 from shared.credentials import KNOWN_SECRETS
 from shared.settings import ServiceSettings
 
@@ -68,8 +69,9 @@ def file_settings(service: str) -> dict[str, Path]:
     cls = settings_class(service)
     out = {}
     for name, info in cls.model_fields.items():
-        if name.endswith("_file") and isinstance(info.default, Path):
-            out[name] = info.default
+        default = info.get_default(call_default_factory=True)
+        if name.endswith("_file") and isinstance(default, Path):
+            out[name] = default
     return out
 
 
@@ -92,7 +94,10 @@ def integration_secret_variables() -> set[str]:
 def unknown_variables(service: str, env: Mapping[str, str]) -> list[str]:
     """Variables that the service would silently ignore: not one of its settings."""
     fields = settings_class(service).model_fields
-    extra = integration_secret_variables() if service == "intake" else set()
+    # Read by the shared contracts in every service, not by a service's settings.
+    extra = {TAXONOMY_FILE_VARIABLE}
+    if service == "intake":
+        extra |= integration_secret_variables()
     return sorted(
         key
         for key in env

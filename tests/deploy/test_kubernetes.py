@@ -3,6 +3,7 @@ kustomize and validated against the Kubernetes schemas (kubernetes-validate, off
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from deploy.tools.topics import DEFAULT_FILE, TopicsFile
 from shared.config import load_yaml
+from shared.contracts import DEFAULT_TAXONOMY_FILE, TAXONOMY_FILE_VARIABLE
 from tests.deploy import manifests
 from tests.deploy.manifests import DEPLOY, K8S, OVERLAYS, ROOT, SERVICES, Doc
 
@@ -154,9 +156,11 @@ def test_intake_scales_on_cpu_and_consumers_no_further_than_their_partitions(
 def test_the_consumers_table_matches_what_each_service_subscribes_to() -> None:
     for name, topics in CONSUMES.items():
         source = (ROOT / "services" / name / "app.py").read_text(encoding="utf-8")
-        calls = re.findall(r"service\.consume\(\s*\[([^\]]*)\]", source)
-        subscribed = [topic for call in calls for topic in re.findall(r"Topic\.(\w+)\.value", call)]
-        assert sorted(t.upper().replace(".", "_") for t in topics) == sorted(subscribed), name
+        # Each consume call subscribes to a tuple its handlers module declares.
+        declared = re.findall(r"service\.consume\(\s*list\((\w+)\)", source)
+        handlers = importlib.import_module(f"services.{name}.handlers")
+        subscribed = [topic for tuple_name in declared for topic in getattr(handlers, tuple_name)]
+        assert sorted(topics) == sorted(subscribed), name
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
@@ -208,11 +212,30 @@ def test_each_configuration_file_comes_from_a_config_map_of_the_repository_s_fil
     configmaps = manifests.by_kind(production, "ConfigMap")
     for setting, default in manifests.file_settings(service).items():
         path = PurePosixPath(env[f"{manifests.prefix(service)}{setting.upper()}"])
+        # A projected volume merges its ConfigMaps: the file comes from the one with the key.
         contents = [
-            configmaps[name]["data"].get(key)
+            configmaps[name]["data"][key]
             for name, key in config_map_files(pod, container, path)
+            if key in configmaps[name]["data"]
         ]
         assert contents == [default.read_text(encoding="utf-8")], (service, setting)
+
+
+@pytest.mark.parametrize("service", ["router", "followup", "insights"])
+def test_services_reading_root_causes_see_the_classifier_s_taxonomy(
+    production: list[Doc], service: str
+) -> None:
+    pod = workloads(production)[service]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = manifests.container_environment(production, container)
+    path = PurePosixPath(env[TAXONOMY_FILE_VARIABLE])
+    configmaps = manifests.by_kind(production, "ConfigMap")
+    contents = [
+        configmaps[name]["data"][key]
+        for name, key in config_map_files(pod, container, path)
+        if key in configmaps[name]["data"]
+    ]
+    assert contents == [DEFAULT_TAXONOMY_FILE.read_text(encoding="utf-8")]
 
 
 def test_the_taxonomy_sits_beside_the_model_artifact_it_names(production: list[Doc]) -> None:
