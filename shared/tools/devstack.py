@@ -236,7 +236,7 @@ ROUTER_DEV_API_KEY = credentials.ROUTER_DEV_API_KEY
 ROUTER_DEV_READ_API_KEY = credentials.ROUTER_DEV_READ_API_KEY
 # The reports API of insights (every route only reads).
 INSIGHTS_DEV_API_KEY = credentials.INSIGHTS_DEV_API_KEY
-# The API key of intake's "development" integration (services/intake/integrations.yaml),
+# The API key of intake's "development" integration (services/intake/policy.yaml),
 # passed as CLOSELOOP_INTAKE_DEV_API_KEY; channels send it as X-API-Key.
 INTAKE_DEV_API_KEY = credentials.INTAKE_DEV_API_KEY
 

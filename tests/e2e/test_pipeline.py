@@ -79,7 +79,7 @@ async def wait_ready(http: httpx.AsyncClient, pipeline: Pipeline) -> None:
     await eventually(all_ready, timeout=30)
 
 
-# The local stack's intake integration (services/intake/integrations.yaml).
+# The local stack's intake integration (services/intake/policy.yaml).
 INTAKE_AUTH = {"X-API-Key": devstack.INTAKE_DEV_API_KEY}
 # Agent tools call followup's case API with the local stack's key.
 INSIGHTS_AUTH = {"X-API-Key": devstack.INSIGHTS_DEV_API_KEY}

@@ -19,10 +19,10 @@ from services.intake.settings import IntakeSettings
 from services.router.app import build as build_router
 from shared.http import PROBLEM_JSON
 from tests.conftest import Infra
+from tests.integration.followup.test_store import API_KEY, followup_settings
+from tests.integration.router.test_flows import small_policy
+from tests.integration.router.test_service import router_settings, write_policy
 from tests.integration.running import running
-from tests.integration.test_followup_store import API_KEY, followup_settings
-from tests.integration.test_router_flows import small_policy
-from tests.integration.test_router_service import router_settings, write_policy
 
 INT64_MAX = 2**63 - 1
 HUGE = "99999999999999999999"

@@ -16,7 +16,6 @@ from shared.contracts import (
     Classification,
     FeedbackClassified,
     FeedbackReceived,
-    RootCause,
     Topic,
     Urgency,
 )
@@ -78,7 +77,7 @@ async def put(infra: Infra, topic: str, event: Event[Any]) -> None:
 
 def classified_of(event: Event[Any]) -> Event[FeedbackClassified]:
     classification = Classification(
-        root_cause=RootCause.DELIVERY,
+        root_cause="delivery",
         urgency=Urgency.LOW,
         sentiment=0,
         confidence=1,

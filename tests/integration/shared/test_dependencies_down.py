@@ -33,12 +33,12 @@ from shared.settings import ServiceSettings
 from shared.tools import devstack
 from shared.tools.devstack import free_port
 from tests.conftest import Infra
+from tests.integration.followup.test_store import API_KEY, SURVEY_SECRET, followup_settings
+from tests.integration.intake.test_api import COMPLAINT, OPEN, intake_settings
+from tests.integration.intake.test_api import ENVIRON as INTAKE_ENVIRON
+from tests.integration.router.test_flows import small_policy
+from tests.integration.router.test_service import WRITE_KEY, router_settings, write_policy
 from tests.integration.running import running
-from tests.integration.test_followup_store import API_KEY, SURVEY_SECRET, followup_settings
-from tests.integration.test_intake_api import COMPLAINT, OPEN, intake_settings
-from tests.integration.test_intake_api import ENVIRON as INTAKE_ENVIRON
-from tests.integration.test_router_flows import small_policy
-from tests.integration.test_router_service import WRITE_KEY, router_settings, write_policy
 from tests.support import metric_sum
 
 TEXTS = SurveyPages().catalog

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.followup.settings import FollowupSettings
-from services.intake.integrations import load_integrations
+from services.intake.policy import load_integrations
 from services.intake.settings import IntakeSettings
 from services.router.settings import RouterSettings
 from shared.config import ConfigError
@@ -22,7 +22,7 @@ from shared.credentials import KNOWN_SECRETS, known_secret
 from shared.tools import devstack
 
 ROOT = Path(__file__).resolve().parents[3]
-SHIPPED_INTEGRATIONS = ROOT / "services" / "intake" / "integrations.yaml"
+SHIPPED_INTEGRATIONS = ROOT / "services" / "intake" / "policy.yaml"
 OWN_KEY = "a-key-of-our-own-0f3b9c2e"
 OWN_SECRET = "a-survey-secret-of-our-own-4d1c8e7a9b"
 

@@ -4,10 +4,11 @@ has still to handle."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from aiokafka import TopicPartition
@@ -187,19 +188,21 @@ def test_events_left_are_from_the_committed_offset_to_the_end(
 
 
 def test_the_drained_groups_are_the_services_consumers_and_what_they_subscribe_to() -> None:
-    found: dict[str, Any] = {}
+    found: dict[str, tuple[str, ...]] = {}
     for app in sorted(ROOT.glob("services/*/app.py")):
+        name = app.parent.name
         source = app.read_text(encoding="utf-8")
-        # Each consume call: its topics, and the group when it names one of its own (a
-        # function of the settings whose name ends the group: signals_group -> -signals).
+        # Each consume call names the topics its handlers module declares, and its own
+        # group when it has one (a function of the settings whose name ends the group:
+        # signals_group -> -signals).
         for call in source.split("service.consume(")[1:]:
-            listed = re.match(r"\s*\[([^\]]*)\]", call)
-            assert listed is not None, app
-            topics = tuple(sorted(re.findall(r"Topic\.(\w+)\.value", listed[1])))
+            listed = re.match(r"\s*list\((\w+)\)", call)
+            assert listed is not None, f"{app}: consume(list(<handlers' topics>), ...)"
             own = re.search(r"group=(\w+)_group\(", call)
             suffix = f"-{own[1]}" if own else ""
-            found[f"closeloop-{app.parent.name}{suffix}"] = topics
+            handlers = importlib.import_module(f"services.{name}.handlers")
+            found[f"closeloop-{name}{suffix}"] = tuple(sorted(getattr(handlers, listed[1])))
     assert found == {
-        group: tuple(sorted(topic.name for topic in topics))
+        group: tuple(sorted(topic.value for topic in topics))
         for group, topics in CONSUMER_GROUPS.items()
     }
