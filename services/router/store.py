@@ -40,7 +40,7 @@ from services.router.policy import RoutingPolicy
 from shared.contracts import CaseRouted, ScoreReason, priority_rank
 from shared.db import Document, insert_new
 from shared.envelope import Event
-from shared.outbox import OUTBOX, REVISION, Outbox, new_document
+from shared.outbox import OUTBOX, REVISION, Outbox, entry_of, new_document
 
 Publish = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 # What a partial read of cases leaves out: the parts that grow with the case's life.
@@ -174,6 +174,30 @@ class RouterStore:
         )
         await self.outbox.ensure_indexes()
         # router_customers is read by ``_id`` only: its own index serves it.
+        await self.upgrade_cases()
+
+    async def upgrade_cases(self) -> int:
+        """Bring cases stored by earlier versions to today's form: their revision was
+        ``version`` (from 0) and their outbox named history entries (``key``, ``at``)
+        where it now holds the whole events. One conditional update per case, so copies
+        starting together convert each case once. Returns the cases converted."""
+        upgraded = 0
+        async for doc in self.cases.find({REVISION: {"$exists": False}}):
+            history = {entry["key"]: entry for entry in doc.get("history", [])}
+            queued = [
+                entry_of(_recorded(history[old["key"]]).event, old["at"])
+                for old in doc.get(OUTBOX, [])
+                if old.get("key") in history
+            ]
+            result = await self.cases.update_one(
+                {"_id": doc["_id"], REVISION: {"$exists": False}},
+                {
+                    "$set": {REVISION: int(doc.get("version", 0)) + 1, OUTBOX: queued},
+                    "$unset": {"version": ""},
+                },
+            )
+            upgraded += result.modified_count
+        return upgraded
 
     # --- agents -------------------------------------------------------------------
 

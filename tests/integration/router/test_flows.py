@@ -581,3 +581,36 @@ async def test_a_vip_customer_with_another_cause_gets_a_case_of_its_own(desk: Ha
     second = await desk.route(a_feedback(customer=customer), a_classification("delivery"))
     assert second.linked_to is None and second.case_id != first.case_id
     assert second.routing.priority is Priority.P2
+
+
+# --- cases stored by earlier versions -----------------------------------------------------
+
+
+async def test_a_case_stored_in_the_earlier_form_is_upgraded_relayed_and_changed_again(
+    desk: Harness,
+) -> None:
+    routed = await desk.route()
+    doc = await desk.store.cases.find_one({"_id": routed.case_id})
+    assert doc is not None and doc["rev"] == 1
+    # The earlier form: ``version`` from 0, and an outbox naming a history entry.
+    [entry] = doc["history"]
+    await desk.store.cases.update_one(
+        {"_id": routed.case_id},
+        {
+            "$set": {"version": 0, "outbox": [{"key": entry["key"], "at": NOW}]},
+            "$unset": {"rev": ""},
+        },
+    )
+    assert await desk.store.upgrade_cases() == 1
+    assert await desk.store.upgrade_cases() == 0  # once
+    upgraded = await desk.store.get_case(routed.case_id)
+    assert upgraded is not None and upgraded.rev == 1
+
+    desk.published.events.clear()
+    assert await desk.router.relay_outbox(NOW + timedelta(seconds=5)) == 1
+    [relayed] = desk.published.events
+    assert relayed.id == entry["event_id"] and relayed.data == routed
+
+    await desk.handle(resolved(routed.case_id))
+    after = await desk.store.get_case(routed.case_id)
+    assert after is not None and after.status == "resolved" and after.rev == 2
