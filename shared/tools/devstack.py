@@ -166,6 +166,22 @@ class Process:
         self.popen.wait(5)
 
 
+def stop_together(processes: Sequence[Process], timeout: float = 20.0) -> None:
+    """Stop several processes at once: SIGTERM to each, then wait for them all (each
+    shuts down cleanly in parallel, not one after another); what is still running at
+    the deadline is killed."""
+    running = [p for p in processes if p.popen.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def spawn(
     name: str, argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None
 ) -> Process:

@@ -85,8 +85,7 @@ def pipeline(infra: Infra) -> Iterator[Pipeline]:
             processes.append(devstack.start_service(name, env, ports[name], log))
         yield Pipeline(infra, database, ports)
     finally:
-        for process in processes:
-            process.stop()
+        devstack.stop_together(processes)
 
 
 async def wait_ready(pipeline: Pipeline) -> None:

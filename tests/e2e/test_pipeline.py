@@ -57,8 +57,7 @@ def pipeline(infra: Infra) -> Iterator[Pipeline]:
             )
         yield Pipeline(infra, database, ports, processes)
     finally:
-        for process in processes:
-            process.stop()
+        devstack.stop_together(processes)
     # SIGTERM is a clean shutdown: every service exits 0.
     assert [p.popen.returncode for p in processes] == [0] * len(devstack.SERVICES)
 

@@ -68,8 +68,7 @@ class Pipeline:
         self.services[name].kill()
 
     def stop(self) -> None:
-        for service in self.services.values():
-            service.stop()
+        devstack.stop_together(list(self.services.values()))
         for server in (self.database, self.broker):
             if server is not None:
                 server.stop()
