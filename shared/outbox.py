@@ -36,6 +36,8 @@ OUTBOX = "outbox"
 ATTEMPTS = 8
 
 T = TypeVar("T")
+# Publishes events and returns once the broker has them (EventProducer.publish).
+Send = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 
 
 class Conflict(Exception):
@@ -88,13 +90,8 @@ def new_document(doc: Mapping[str, Any], events: Sequence[Event[Any]], now: date
 class Outbox:
     """One collection of versioned documents whose changes queue events."""
 
-    def __init__(
-        self,
-        collection: AsyncCollection[Document],
-        publish: Callable[[Sequence[Event[Any]]], Awaitable[None]],
-    ) -> None:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
-        self._publish = publish
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(f"{OUTBOX}.queued_at", sparse=True)
@@ -123,14 +120,14 @@ class Outbox:
         )
         return written
 
-    async def publish(self, doc: Mapping[str, Any]) -> bool:
-        """Publish what ``doc``'s outbox holds and pull it; False (left for the relay)
-        if the broker is unavailable."""
+    async def publish(self, doc: Mapping[str, Any], send: Send) -> bool:
+        """Publish what ``doc``'s outbox holds with ``send`` and pull it; False (left for
+        the relay) if the broker is unavailable."""
         entries = doc.get(OUTBOX) or []
         if not entries:
             return True
         try:
-            await self._publish([event_of(entry) for entry in entries])
+            await send([event_of(entry) for entry in entries])
         except BrokerUnavailable as exc:
             log.warning(
                 "events left in the outbox for the relay: %s", exc, extra={"id": doc["_id"]}
@@ -145,7 +142,7 @@ class Outbox:
             {"_id": doc_id}, {"$pull": {OUTBOX: {"id": {"$in": list(event_ids)}}}}
         )
 
-    async def relay(self, older_than: datetime, limit: int = 100) -> int:
+    async def relay(self, older_than: datetime, send: Send, limit: int = 100) -> int:
         """Publish entries queued before ``older_than`` that nobody published (their
         writer stopped or the broker was down); returns the documents relayed."""
         cursor = self.collection.find(
@@ -153,7 +150,7 @@ class Outbox:
         ).limit(limit)
         relayed = 0
         async for doc in cursor:
-            if await self.publish(doc):
+            if await self.publish(doc, send):
                 relayed += 1
         return relayed
 

@@ -14,10 +14,11 @@ from services.followup import metrics
 from services.followup.domain import overdue_cutoff
 from services.followup.flows import Followup
 from services.followup.policy import FollowupPolicy
-from services.followup.store import FollowupStore, Publish
+from services.followup.store import FollowupStore
 from shared.clock import utcnow
 from shared.jobs import run_every
 from shared.logging import log_context
+from shared.outbox import Send
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ async def run_due_queue(
 
 
 async def run_outbox_relay(
-    store: FollowupStore, publish: Publish, *, retry_after_s: float, stop: asyncio.Event
+    store: FollowupStore, publish: Send, *, retry_after_s: float, stop: asyncio.Event
 ) -> None:
-    """Publish outbox entries that were not published when they were queued."""
+    """Send outbox entries that were not published when they were queued."""
 
     async def relay() -> None:
         await store.relay(publish, utcnow() - timedelta(seconds=retry_after_s))

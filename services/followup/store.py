@@ -7,7 +7,7 @@ also queues the decision's events in the case's outbox.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +19,8 @@ from services.followup.decisions import Decision
 from services.followup.domain import Cancel, Case, DueItem
 from shared.clock import utcnow
 from shared.db import Document, insert_new
-from shared.envelope import Event
-from shared.outbox import OUTBOX, REVISION, Outbox, new_document
+from shared.outbox import OUTBOX, REVISION, Outbox, Send, new_document
 
-Publish = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 # Stored as the events carry them (JSON), so they read back as the contracts they are.
 AS_JSON = ("feedback", "classification", "routing")
 
@@ -106,15 +104,11 @@ class Claim:
     claims: int
 
 
-async def _writes_only(events: Sequence[Event[Any]]) -> None:
-    raise AssertionError("the store's writer does not publish")
-
-
 class FollowupStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.cases = db["followup_cases"]
         self.due = db["followup_due"]
-        self._writer = Outbox(self.cases, _writes_only)
+        self.outbox = Outbox(self.cases)
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index("feedback_id", unique=True)
@@ -122,7 +116,7 @@ class FollowupStore:
         await self.cases.create_index([("team", ASCENDING), ("status", ASCENDING)])
         await self.cases.create_index([("agent", ASCENDING), ("status", ASCENDING)])
         await self.cases.create_index([("opened_at", DESCENDING)])
-        await self._writer.ensure_indexes()
+        await self.outbox.ensure_indexes()
         await self.due.create_index([("state", ASCENDING), ("due_at", ASCENDING)])
         await self.due.create_index([("case_id", ASCENDING), ("state", ASCENDING)])
         await self.due.create_index([("ref", ASCENDING), ("kind", ASCENDING)])
@@ -164,7 +158,7 @@ class FollowupStore:
         if decision.base is None:
             doc = new_document(to_document(case), (), now)
             return from_document(doc) if await insert_new(self.cases, [doc]) else None
-        written = await self._writer.write(
+        written = await self.outbox.write(
             case.id,
             decision.base.rev,
             delta(to_document(decision.base), to_document(case)),
@@ -197,16 +191,16 @@ class FollowupStore:
         )
         return created
 
-    async def publish(self, case: Case, publish: Publish) -> bool:
-        """Publish what the case's outbox holds and drop it; False (left for the relay)
+    async def publish(self, case: Case, publish: Send) -> bool:
+        """Send what the case's outbox holds and drop it; False (left for the relay)
         if the broker is unavailable."""
         if not case.outbox:
             return True
-        return await Outbox(self.cases, publish).publish(_outbox_of(case))
+        return await self.outbox.publish(_outbox_of(case), publish)
 
-    async def relay(self, publish: Publish, older_than: datetime) -> int:
-        """Publish outbox entries queued before ``older_than`` that nobody published."""
-        return await Outbox(self.cases, publish).relay(older_than)
+    async def relay(self, publish: Send, older_than: datetime) -> int:
+        """Send outbox entries queued before ``older_than`` that nobody published."""
+        return await self.outbox.relay(older_than, publish)
 
     async def count_by_status(self) -> dict[str, int]:
         pipeline = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]

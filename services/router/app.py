@@ -69,7 +69,7 @@ def build(settings: RouterSettings | None = None) -> Service:
     service = Service("router", settings, app=app, uses_database=True)
     storage = limits_storage(settings.rate_limit_storage, service.db)
     app.state.gate = Gate.of("router", settings, settings.api_keys, storage)
-    store = RouterStore(service.db, service.producer.publish)
+    store = RouterStore(service.db)
     case_router = CaseRouter(store, policy, service.producer.publish)
     app.state.router = case_router
 

@@ -7,9 +7,8 @@ facade the HTTP API and the timed sweep use."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.router import queue
 from services.router.domain import Agent
@@ -17,9 +16,8 @@ from services.router.opening import AgentSnapshot
 from services.router.policy import RoutingPolicy
 from services.router.store import RouterStore
 from shared.clock import utcnow
-from shared.envelope import Event
+from shared.outbox import Send
 
-Publish = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 Clock = Callable[[], datetime]
 
 
@@ -28,13 +26,13 @@ class CaseRouter:
         self,
         store: RouterStore,
         policy: RoutingPolicy,
-        publish: Publish,
+        publish: Send,
         clock: Clock = utcnow,
     ) -> None:
         self.store = store
         self.policy = policy
         self.publish = publish
-        """Publishes what the router emits on its own (assignments from a queue)."""
+        """Sendes what the router emits on its own (assignments from a queue)."""
         self.clock = clock
         self.agents = AgentSnapshot()
         """The agents as this router last read or changed them, for the batch path."""
@@ -44,9 +42,9 @@ class CaseRouter:
         return await queue.set_availability(self, agent_id, available)
 
     async def relay_outbox(self, older_than: datetime) -> int:
-        """Publish assignments whose publication did not complete (broker down, crash);
+        """Send assignments whose publication did not complete (broker down, crash);
         returns the cases whose outbox was published."""
-        return await self.store.relay(older_than)
+        return await self.store.relay(self.publish, older_than)
 
     async def sweep(self, outbox_after: timedelta) -> None:
         """Serve every queue, relay the outboxes, refresh the gauges."""

@@ -215,6 +215,6 @@ async def sweep(router: CaseRouter, outbox_after: timedelta) -> None:
         TEAM_QUEUE_DEPTH.labels(team.id).set(depths.get(team.id, 0))
         if depths.get(team.id):
             await drain(router, team.id)
-    await router.store.relay(router.clock() - outbox_after)
+    await router.store.relay(router.publish, router.clock() - outbox_after)
     for agent in await router.store.list_agents():
         observe_agent(agent)

@@ -26,7 +26,7 @@ signals leave the latest; a recovered customer's document stays, to keep its cro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,16 +39,10 @@ from services.router.domain import Agent, Case, Recorded, Standing
 from services.router.policy import RoutingPolicy
 from shared.contracts import CaseRouted, ScoreReason, priority_rank
 from shared.db import Document, insert_new
-from shared.envelope import Event
-from shared.outbox import OUTBOX, REVISION, Outbox, entry_of, new_document
+from shared.outbox import OUTBOX, REVISION, Outbox, Send, entry_of, new_document
 
-Publish = Callable[[Sequence[Event[Any]]], Awaitable[None]]
 # What a partial read of cases leaves out: the parts that grow with the case's life.
 PARTIAL = {"history": 0, "seen": 0, OUTBOX: 0}
-
-
-async def _publish_nothing(events: Sequence[Event[Any]]) -> None:
-    raise RuntimeError("this store was made without a publisher: it cannot relay its outbox")
 
 
 def _agent(doc: Mapping[str, Any]) -> Agent:
@@ -151,11 +145,11 @@ def _can_take(case_id: str, agent_ids: Sequence[str]) -> dict[str, Any]:
 
 
 class RouterStore:
-    def __init__(self, db: AsyncDatabase[Document], publish: Publish = _publish_nothing) -> None:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.agents = db["router_agents"]
         self.cases = db["router_routings"]
         self.customers = db["router_customers"]
-        self.outbox = Outbox(self.cases, publish)
+        self.outbox = Outbox(self.cases)
         self.agent_writes = 0
         """Changes this store made to agents: a snapshot of the agents read before the
         last change may be stale."""
@@ -173,6 +167,9 @@ class RouterStore:
             [("waiting_in", ASCENDING), ("priority_rank", ASCENDING), ("queued_at", ASCENDING)]
         )
         await self.outbox.ensure_indexes()
+        # Only cases of the earlier form have ``version``: the start's upgrade reads
+        # them through this index, not by scanning every case.
+        await self.cases.create_index("version", sparse=True)
         # router_customers is read by ``_id`` only: its own index serves it.
         await self.upgrade_cases()
 
@@ -182,7 +179,7 @@ class RouterStore:
         where it now holds the whole events. One conditional update per case, so copies
         starting together convert each case once. Returns the cases converted."""
         upgraded = 0
-        async for doc in self.cases.find({REVISION: {"$exists": False}}):
+        async for doc in self.cases.find({"version": {"$exists": True}}):
             history = {entry["key"]: entry for entry in doc.get("history", [])}
             queued = [
                 entry_of(_recorded(history[old["key"]]).event, old["at"])
@@ -190,9 +187,9 @@ class RouterStore:
                 if old.get("key") in history
             ]
             result = await self.cases.update_one(
-                {"_id": doc["_id"], REVISION: {"$exists": False}},
+                {"_id": doc["_id"], "version": doc["version"], REVISION: {"$exists": False}},
                 {
-                    "$set": {REVISION: int(doc.get("version", 0)) + 1, OUTBOX: queued},
+                    "$set": {REVISION: int(doc["version"]) + 1, OUTBOX: queued},
                     "$unset": {"version": ""},
                 },
             )
@@ -416,9 +413,9 @@ class RouterStore:
         """Drop published events from the case's outbox."""
         await self.outbox.settle(case_id, event_ids)
 
-    async def relay(self, older_than: datetime) -> int:
-        """Publish the events queued before ``older_than`` that nobody published."""
-        return await self.outbox.relay(older_than)
+    async def relay(self, publish: Send, older_than: datetime) -> int:
+        """Send the events queued before ``older_than`` that nobody published."""
+        return await self.outbox.relay(older_than, publish)
 
     async def queued_cases(self, team: str, limit: int, skip: int = 0) -> list[Case]:
         """The team's queue: highest priority first, then oldest (partial)."""

@@ -162,7 +162,7 @@ async def harness_for(
     client: AsyncMongoClient[Document], database: str, policy: RoutingPolicy
 ) -> Harness:
     clock, recorder = Clock(), Recorder()
-    store = RouterStore(client[database], recorder)
+    store = RouterStore(client[database])
     await store.ensure_indexes()
     await store.sync_agents(policy)
     router = CaseRouter(store, policy, recorder, clock)

@@ -55,7 +55,7 @@ async def test_a_change_queues_its_events_and_publishing_empties_the_outbox(
     infra: Infra, producer: EventProducer, collection: Any
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    outbox = Outbox(collection, producer.publish)
+    outbox = Outbox(collection)
     await outbox.ensure_indexes()
     await collection.insert_one(new_document({"_id": run, "n": 0}, [], NOW))
 
@@ -64,7 +64,7 @@ async def test_a_change_queues_its_events_and_publishing_empties_the_outbox(
     assert written is not None and written["rev"] == 2 and written["n"] == 1
     assert [e.id for e in queued_events(written)] == [e.id for e in events]
 
-    assert await outbox.publish(written)
+    assert await outbox.publish(written, producer.publish)
     stored = await collection.find_one({"_id": run})
     assert stored is not None and stored["outbox"] == []
     async with TopicReader(infra.bootstrap, events[0].topic) as reader:
@@ -77,7 +77,7 @@ async def test_a_change_decided_on_an_old_revision_writes_nothing(
     producer: EventProducer, collection: Any
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    outbox = Outbox(collection, producer.publish)
+    outbox = Outbox(collection)
     await collection.insert_one(new_document({"_id": run, "n": 0}, [], NOW))
     assert await outbox.write(run, 1, {"$set": {"n": 1}}, [an_event(run, 1)], NOW) is not None
     assert await outbox.write(run, 1, {"$set": {"n": 99}}, [an_event(run, 2)], NOW) is None
@@ -89,7 +89,7 @@ async def test_concurrent_increments_all_land_once_each(
     producer: EventProducer, collection: Any
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    outbox = Outbox(collection, producer.publish)
+    outbox = Outbox(collection)
     await collection.insert_one(new_document({"_id": run, "n": 0}, [], NOW))
 
     async def increment(k: int) -> Document:
@@ -128,16 +128,17 @@ async def test_the_relay_publishes_what_a_writer_left_when_the_broker_was_down(
     async def broker_down(events: Sequence[Event[Any]]) -> None:
         raise BrokerUnavailable("broker down")
 
-    down = Outbox(collection, broker_down)
+    outbox = Outbox(collection)
     await collection.insert_one(new_document({"_id": run}, [], NOW))
     event = an_event(run, 1)
-    written = await down.write(run, 1, {"$set": {"done": True}}, [event], NOW)
+    written = await outbox.write(run, 1, {"$set": {"done": True}}, [event], NOW)
     assert written is not None
-    assert not await down.publish(written)  # left for the relay
+    assert not await outbox.publish(written, broker_down)  # left for the relay
 
-    up = Outbox(collection, producer.publish)
-    assert await up.relay(NOW - timedelta(seconds=1)) == 0  # queued after the cut-off
-    assert await up.relay(NOW + timedelta(seconds=1)) == 1
-    assert await up.relay(NOW + timedelta(seconds=1)) == 0
+    assert (
+        await outbox.relay(NOW - timedelta(seconds=1), producer.publish) == 0
+    )  # queued after the cut-off
+    assert await outbox.relay(NOW + timedelta(seconds=1), producer.publish) == 1
+    assert await outbox.relay(NOW + timedelta(seconds=1), producer.publish) == 0
     async with TopicReader(infra.bootstrap, event.topic) as reader:
         await reader.wait_for(lambda e: e.id == event.id)
