@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.router.business_time import business_time_between
+from shared.business_time import business_time_between
 from services.router.domain import Agent
 from services.router.flows import CaseRouter
 from services.router.policy import RoutingPolicy

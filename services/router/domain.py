@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from services.router.business_time import add_business_time
+from shared.business_time import add_business_time
 from services.router.policy import RoutingPolicy, Rule
 from shared.contracts import (
     CaseRouted,

@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.router.app import build, signals_group
 from services.router.domain import case_id_for
-from services.router.policy import CalendarPolicy, RoutingPolicy
+from services.router.policy import RoutingPolicy
 from services.router.settings import RouterSettings
+from shared.calendars import CalendarPolicy
 from shared.contracts import (
     CaseReopened,
     CaseResolved,

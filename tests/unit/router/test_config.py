@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.router.policy import DEFAULT_POLICY, RoutingPolicy, load_policy, parse_span
+from services.router.policy import DEFAULT_POLICY, RoutingPolicy, load_policy
+from shared.calendars import parse_span
 from shared.config import ConfigError
 
 

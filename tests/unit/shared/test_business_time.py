@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router.business_time import (
+from shared.business_time import (
     Calendar,
     Span,
     add_business_time,
