@@ -18,6 +18,7 @@ from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -54,6 +55,7 @@ class Topic(StrEnum):
     CASE_LIFECYCLE = "case.lifecycle"
     REPORT_WEEKLY = "report.weekly"
     CUSTOMER_SIGNALS = "customer.signals"
+    CUSTOMER_NOTIFY = "customer.notify"
 
     @property
     def dlq(self) -> str:
@@ -185,6 +187,32 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def check_time_zone(value: str) -> str:
+    """``value`` when it names an IANA time zone, else a ValueError saying so."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)"
+        ) from exc
+    return value
+
+
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_time_zone)]
+
+
+class ExpectedOutcome(StrEnum):
+    """What the customer asks for."""
+
+    REFUND = "refund"
+    REPLACEMENT = "replacement"
+    REPAIR = "repair"
+    APOLOGY = "apology"
+    EXPLANATION = "explanation"
+    COMPENSATION = "compensation"
+    OTHER = "other"
+
+
 def _customer_key(identity: str) -> str:
     return "c-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
 
@@ -196,6 +224,10 @@ class Customer(Contract):
     handle: str | None = Field(default=None, max_length=200, description="Social or chat handle")
     name: str | None = Field(default=None, max_length=200)
     tier: CustomerTier = CustomerTier.STANDARD
+    time_zone: TimeZone | None = Field(
+        default=None,
+        description="IANA time zone (e.g. Asia/Shanghai): times told to the customer are in it",
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> Customer:
@@ -361,6 +393,12 @@ class Feedback(Contract):
     related_case_id: str | None = Field(
         default=None, description="Set when the feedback continues an existing case"
     )
+    expected_outcome: ExpectedOutcome | None = Field(
+        default=None, description="What the customer asked for, as the channel captured it"
+    )
+    expected_by: UtcDatetime | None = Field(
+        default=None, description="By when the customer expects it, as the channel captured it"
+    )
 
 
 class Signal(Contract):
@@ -369,6 +407,19 @@ class Signal(Contract):
     name: str
     evidence: str
     weight: float = 1.0
+
+
+ExpectationSource = Literal["customer", "inferred"]
+
+
+class Expectation(Contract):
+    """What the customer expects: said on the channel's form (``customer``) or read from
+    the text by the classifier (``inferred``, with the words that showed it)."""
+
+    outcome: ExpectedOutcome
+    source: ExpectationSource
+    evidence: str | None = Field(default=None, description="The words that showed it (inferred)")
+    expected_by: UtcDatetime | None = None
 
 
 class Classification(Contract):
@@ -381,6 +432,9 @@ class Classification(Contract):
     needs_review: bool = False
     model_version: str
     reasons: list[str] = Field(default_factory=list)
+    expectation: Expectation | None = Field(
+        default=None, description="What the customer expects; None when nothing says"
+    )
 
 
 class Routing(Contract):
@@ -535,6 +589,9 @@ class SurveyAnswered(CaseEvent):
     solved: bool
     verdict: SatisfactionVerdict
     comment: str | None = None
+    expectation_met: bool | None = Field(
+        default=None, description="Whether the customer got what they asked for, if asked"
+    )
 
 
 SlaKind = Literal["first_response", "resolution"]
@@ -598,6 +655,121 @@ class CaseClosed(CaseEvent):
     expected: int | None
     perceived: int | None
     ratio: float | None
+    expected_outcome: ExpectedOutcome | None = None
+    expectation_met: bool | None = Field(
+        default=None, description="The survey's answer: did the customer get what they asked for"
+    )
+    promises_made: int = 0
+    promises_kept: int = 0
+    promises_broken: int = 0
+    promises_overdue: int = Field(
+        default=0, description="Promises whose deadline passed with no outcome recorded in time"
+    )
+    promises_open: int = Field(default=0, description="Promises still without an outcome")
+
+
+# --- promises ---------------------------------------------------------------------
+
+
+class PromiseEvent(CaseEvent):
+    """Base of the promise events: one promise an agent made to the customer."""
+
+    promise_id: str
+    what: str
+    due_at: UtcDatetime
+    made_by: str
+    team: str
+    agent: str | None = None
+
+
+class PromiseMade(PromiseEvent):
+    event_name: ClassVar[str] = "promise.made"
+    due_in: str | None = Field(
+        default=None, description="The deadline as the agent gave it, e.g. '3 working days'"
+    )
+
+
+class PromiseWarning(PromiseEvent):
+    """The promise is due soon and has no outcome yet."""
+
+    event_name: ClassVar[str] = "promise.warning"
+
+
+class PromiseDue(PromiseEvent):
+    """The promise's deadline has come: for the agent or the dialer to keep it now."""
+
+    event_name: ClassVar[str] = "promise.due"
+
+
+class PromiseKept(PromiseEvent):
+    event_name: ClassVar[str] = "promise.kept"
+    recorded_by: str
+    late: bool = Field(description="Kept after its deadline")
+    note: str | None = None
+
+
+class PromiseBroken(PromiseEvent):
+    """The agent recorded that the promise was not kept; the case is escalated."""
+
+    event_name: ClassVar[str] = "promise.broken"
+    recorded_by: str
+    note: str | None = None
+
+
+class PromiseOverdue(PromiseEvent):
+    """The deadline passed by the policy's grace with no outcome; the case is escalated."""
+
+    event_name: ClassVar[str] = "promise.overdue"
+
+
+class CaseUpdateRequested(CaseEvent):
+    """The customer has heard nothing for longer than the policy allows: the owner is
+    asked for a progress update to send."""
+
+    event_name: ClassVar[str] = "case.update_requested"
+    team: str
+    agent: str | None = None
+    silent_since: UtcDatetime
+
+
+# --- customer notifications ---------------------------------------------------------
+
+NotificationKind = Literal["acknowledgement", "progress", "apology", "promise"]
+
+
+class CustomerNotify(EventData):
+    """A message for the customer, rendered in their language for their channel, for the
+    channel integration to deliver (docs/events.md). Keyed by customer key, so one
+    customer's messages stay in order."""
+
+    event_name: ClassVar[str] = "customer.notify"
+    topic: ClassVar[Topic] = Topic.CUSTOMER_NOTIFY
+
+    notification_id: str
+    case_id: str
+    reference: str = Field(description="The case reference the customer is given")
+    customer_key: str
+    customer: Customer = Field(description="Who to deliver to (contact details)")
+    channel: Channel
+    reply_to: str | None = Field(
+        default=None, description="The channel's id of the message answered (feedback external_id)"
+    )
+    language: str
+    kind: NotificationKind
+    template: str = Field(description="The template rendered: <kind>/<language>/<channel>")
+    email_subject: str | None = Field(default=None, description="The subject line, for e-mail")
+    text: str
+    time_zone: str = Field(description="The time zone the times in the text are in")
+    first_response_by: UtcDatetime | None = None
+    resolution_by: UtcDatetime | None = None
+    promise_id: str | None = None
+    occurred_at: UtcDatetime
+
+    def partition_key(self) -> str:
+        return self.customer_key
+
+    def subject(self) -> str:
+        return self.case_id
 
 
 class WeeklyReport(EventData):
@@ -686,6 +858,14 @@ EVENT_MODELS: dict[str, type[EventData]] = {
         CaseReopened,
         CaseEscalated,
         CaseClosed,
+        PromiseMade,
+        PromiseWarning,
+        PromiseDue,
+        PromiseKept,
+        PromiseBroken,
+        PromiseOverdue,
+        CaseUpdateRequested,
+        CustomerNotify,
         WeeklyReport,
         CustomerAtRisk,
         CustomerRecovered,
