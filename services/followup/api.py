@@ -22,11 +22,14 @@ from services.followup.domain import (
     CaseStatus,
     NotFound,
     OutcomeRejected,
+    Promise,
+    PromiseOutcome,
     Refusal,
     Refused,
     SurveyUnavailable,
 )
 from services.followup.flows import Followup
+from services.followup.promises import MakePromise, SettlePromise
 from shared.contracts import Classification, Feedback, Routing, UtcDatetime
 from shared.http import PROBLEM_JSON, problem
 from shared.outbox import Conflict
@@ -72,6 +75,24 @@ class CallbackView(BaseModel):
         return cls.model_validate(callback.model_dump())
 
 
+class PromiseView(BaseModel):
+    promise_id: str
+    what: str
+    due_at: datetime
+    due_in: str | None = None
+    made_by: str
+    made_at: datetime
+    status: Literal["open", "kept", "broken"]
+    overdue: bool = Field(description="Its deadline passed by the grace with no outcome")
+    outcome_at: datetime | None = None
+    outcome_by: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(cls, promise: Promise) -> PromiseView:
+        return cls.model_validate(promise.model_dump())
+
+
 class CaseView(BaseModel):
     case_id: str
     status: CaseStatus
@@ -100,16 +121,22 @@ class CaseView(BaseModel):
     resolutions: list[dict[str, Any]]
     surveys: list[dict[str, Any]]
     linked_feedback: list[dict[str, Any]]
+    promises: list[PromiseView] = Field(default_factory=list, description="Earliest due first")
+    last_update_at: datetime | None = Field(
+        default=None, description="When the customer was last told something"
+    )
     timeline: list[TimelineEntry]
 
     @classmethod
     def of(cls, case: Case) -> CaseView:
         callbacks = sorted(case.callbacks.values(), key=lambda cb: cb.due_at)
+        promises = sorted(case.promises.values(), key=lambda p: p.due_at)
         return cls.model_validate(
             {
-                **case.model_dump(exclude={"callbacks", "outbox"}),
+                **case.model_dump(exclude={"callbacks", "outbox", "promises", "notices"}),
                 "case_id": case.id,
                 "callbacks": [CallbackView.of(cb) for cb in callbacks],
+                "promises": [PromiseView.of(p) for p in promises],
             }
         )
 
@@ -161,6 +188,9 @@ class SurveyIn(BaseModel):
     survey_id: str | None = Field(
         default=None, description="The survey answered; the case's current one if left out"
     )
+    expectation_met: bool | None = Field(
+        default=None, description="Whether the customer got what they asked for, if asked"
+    )
 
 
 class SurveyResult(BaseModel):
@@ -179,6 +209,33 @@ class CallbackOutcomeIn(BaseModel):
     reschedule_at: UtcDatetime | None = Field(
         default=None, description="Required for rescheduled: when to call again"
     )
+
+
+class PromiseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    what: str = Field(min_length=1, max_length=2000, description="What was promised")
+    due_at: UtcDatetime | None = Field(default=None, description="By when, as a time")
+    due_in: str | None = Field(
+        default=None,
+        max_length=64,
+        description="By when, as a duration: '3 working days' and '4 business hours' in the "
+        "owner team's calendar, '2 days' and '90 minutes' of clock time, '3个工作日'",
+    )
+    by: str = Field(min_length=1, max_length=200, description="Agent id")
+
+
+class PromiseOutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: PromiseOutcome
+    by: str = Field(min_length=1, max_length=200, description="Agent id")
+    note: str | None = Field(default=None, max_length=5000)
+
+
+class PromiseOut(BaseModel):
+    case_id: str
+    promise: PromiseView
 
 
 class CallbackOutcomeOut(BaseModel):
@@ -307,6 +364,7 @@ async def answer_survey(
         perceived=body.perceived,
         solved=body.solved,
         comment=body.comment,
+        expectation_met=body.expectation_met,
     )
     case, judged = await followup.answer_survey(
         case_id,
@@ -347,3 +405,46 @@ async def record_callback_outcome(
         callback=CallbackView.of(callback),
         next_callback=CallbackView.of(following) if following else None,
     )
+
+
+@router.post(
+    "/cases/{case_id}/promises",
+    response_model=PromiseOut,
+    status_code=201,
+    responses={**ERRORS, 200: {"model": PromiseOut, "description": "The same promise again"}},
+    tags=["promises"],
+)
+async def make_promise(
+    case_id: str, body: PromiseIn, request: Request, response: Response, client: Client
+) -> PromiseOut:
+    """Record what was promised to the customer and by when (``due_at``, or ``due_in`` in
+    the owner team's business calendar). The promise gets a warning before it is due,
+    promise.due at its deadline and, with no outcome by the policy's grace, becomes
+    overdue and escalates the case; the customer is told what was promised. The same
+    promise posted again while it is open is the one promise (200)."""
+    followup, clock = _followup(request)
+    command = MakePromise(
+        what=body.what, by=body.by, client=client, due_at=body.due_at, due_in=body.due_in
+    )
+    promise, created = await followup.make_promise(case_id, command, clock())
+    if not created:
+        response.status_code = 200
+    return PromiseOut(case_id=case_id, promise=PromiseView.of(promise))
+
+
+@router.post(
+    "/cases/{case_id}/promises/{promise_id}/outcome",
+    response_model=PromiseOut,
+    responses=ERRORS,
+    tags=["promises"],
+)
+async def record_promise_outcome(
+    case_id: str, promise_id: str, body: PromiseOutcomeIn, request: Request
+) -> PromiseOut:
+    """Whether a promise was kept or broken. A broken promise escalates the case (unless
+    its being overdue did already); the same outcome again changes nothing, another one
+    is a conflict."""
+    followup, clock = _followup(request)
+    command = SettlePromise(promise_id, body.outcome, body.by, body.note)
+    promise = await followup.settle_promise(case_id, command, clock())
+    return PromiseOut(case_id=case_id, promise=PromiseView.of(promise))

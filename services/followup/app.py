@@ -13,6 +13,7 @@ from services.followup.domain import Refused
 from services.followup.flows import Followup
 from services.followup.handlers import TOPICS, make_batch_handlers, make_handlers
 from services.followup.links import SurveyLinks
+from services.followup.outreach import load_outreach
 from services.followup.page import SurveyPages, TooManyGuesses, too_many_guesses
 from services.followup.page import router as page_router
 from services.followup.policy import load_policy
@@ -55,7 +56,8 @@ def build(
         public_url=settings.public_url,
         old_secrets=[s.get_secret_value() for s in settings.survey_old_secrets],
     )
-    followup = Followup(store, service.producer, policy, links)
+    outreach = load_outreach(settings.notifications_file, settings.routing_file)
+    followup = Followup(store, service.producer, policy, links, outreach)
     app.state.followup = followup
     app.state.store = store
     app.state.settings = settings
@@ -65,11 +67,11 @@ def build(
     app.state.pages = SurveyPages()
 
     service.on_startup(store.ensure_indexes)
-    handlers = make_handlers(store, policy)
+    handlers = make_handlers(store, policy, outreach)
     service.consume(
         list(TOPICS),
         handlers,
-        batch_handlers=make_batch_handlers(store, policy, handlers),
+        batch_handlers=make_batch_handlers(store, policy, outreach, handlers),
     )
 
     _add_jobs(service, followup, settings, clock)

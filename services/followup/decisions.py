@@ -11,12 +11,15 @@ decides again on the new revision.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+from services.followup.change import SLA_TIMER_KINDS, SOURCE, Decision, Draft, Measure
 from services.followup.domain import (
+    DUE_KINDS,
     OPEN_STATUSES,
+    PROMISE_TIMERS,
     SLA_KINDS,
     Callback,
     CallbackOutcome,
@@ -25,12 +28,10 @@ from services.followup.domain import (
     CaseConflict,
     Clock,
     DueItem,
-    DueKind,
     LinkedFeedback,
     Note,
     NotFound,
     OutcomeRejected,
-    Refusal,
     Resolution,
     Response,
     Satisfaction,
@@ -43,7 +44,6 @@ from services.followup.domain import (
     current_survey,
     deadline_met,
     decide_next_callback,
-    entry,
     judge_satisfaction,
     meaning_of_routed,
     new_case,
@@ -61,7 +61,17 @@ from services.followup.domain import (
     warning_is_useful,
 )
 from services.followup.links import SurveyLinks, SurveyTicket
+from services.followup.outreach import (
+    Outreach,
+    acknowledge,
+    apologise,
+    customer_updated,
+    decide_silence,
+    said_on_routing,
+    silence_item,
+)
 from services.followup.policy import FollowupPolicy
+from services.followup.promises import decide_promise_timer
 from shared.contracts import (
     CallbackDue,
     CallbackScheduled,
@@ -71,7 +81,6 @@ from shared.contracts import (
     CaseReopened,
     CaseResolved,
     CaseRouted,
-    EventData,
     FeedbackReceived,
     SlaBreached,
     SlaKind,
@@ -82,121 +91,6 @@ from shared.contracts import (
     raise_priority,
 )
 from shared.envelope import Event, new_event
-
-SOURCE = "/closeloop/followup"
-SLA_TIMER_KINDS: tuple[DueKind, ...] = ("sla_warning", "sla_breach")
-
-Metric = Literal[
-    "cases_opened",
-    "cases_resolved",
-    "resolution_seconds",
-    "cases_closed",
-    "cases_reopened",
-    "sla_warnings",
-    "sla_breaches",
-    "sla_met",
-    "callbacks",
-    "surveys_requested",
-    "survey_reminders",
-    "survey_answers",
-    "satisfaction_ratio",
-    "csat",
-]
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A metric a change moves once it is written: counted by ``value`` or, for a
-    histogram, observed at ``value``."""
-
-    metric: Metric
-    labels: tuple[str, ...] = ()
-    value: float = 1.0
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A change decided on one revision of a case (``base``; None for a case to create).
-
-    ``case`` is the case as it will be (None when refused); ``events`` are queued in its
-    outbox with the change; ``replies`` answer the consumed event (case.routed) and go
-    out with its offset commit; ``schedule`` is added to the due queue before the write
-    and ``cancel`` applied after it."""
-
-    base: Case | None
-    case: Case | None
-    events: tuple[Event[Any], ...] = ()
-    replies: tuple[Event[Any], ...] = ()
-    schedule: tuple[DueItem, ...] = ()
-    cancel: tuple[Cancel, ...] = ()
-    measures: tuple[Measure, ...] = ()
-    refusal: Refusal | None = None
-
-    @property
-    def writes(self) -> bool:
-        """Whether there is anything to write (a refusal or a no-op writes nothing)."""
-        if self.case is None:
-            return False
-        return self.base is None or bool(self.events) or self.case != self.base
-
-    @classmethod
-    def refuse(cls, case: Case | None, refusal: Refusal) -> Decision:
-        return cls(base=case, case=None, refusal=refusal)
-
-    @classmethod
-    def nothing(
-        cls,
-        case: Case,
-        *,
-        schedule: tuple[DueItem, ...] = (),
-        replies: tuple[Event[Any], ...] = (),
-    ) -> Decision:
-        """Nothing to change (a repeat, a timer no longer needed); a repeat may still make
-        sure its timed work exists and say again what it said."""
-        return cls(base=case, case=case, schedule=schedule, replies=replies)
-
-
-@dataclass
-class Draft:
-    """The case being changed by one decision (a copy of it), and what the change emits,
-    schedules, cancels and counts."""
-
-    base: Case
-    now: datetime
-    case: Case = field(init=False)
-    events: list[Event[Any]] = field(default_factory=list)
-    replies: list[Event[Any]] = field(default_factory=list)
-    schedule: list[DueItem] = field(default_factory=list)
-    cancel: list[Cancel] = field(default_factory=list)
-    measures: list[Measure] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.case = self.base.model_copy(deep=True)
-
-    def log(self, event: str, detail: str | None = None) -> None:
-        self.case.timeline.append(entry(self.now, event, detail))
-
-    def emit(
-        self, data: EventData, cause: str, detail: str | None, *, logged_as: str | None = None
-    ) -> None:
-        """Emit ``data`` (its id derived from ``cause``) and note it on the timeline."""
-        self.events.append(new_event(data, source=SOURCE, cause=cause, time=self.now))
-        self.log(logged_as or data.event_name, detail)
-
-    def count(self, metric: Metric, *labels: str, value: float = 1.0) -> None:
-        self.measures.append(Measure(metric, labels, value))
-
-    def decision(self) -> Decision:
-        return Decision(
-            base=self.base,
-            case=self.case,
-            events=tuple(self.events),
-            replies=tuple(self.replies),
-            schedule=tuple(self.schedule),
-            cancel=tuple(self.cancel),
-            measures=tuple(self.measures),
-        )
-
 
 # --- commands -------------------------------------------------------------------------
 
@@ -239,6 +133,7 @@ class SurveyAnswer:
     perceived: int
     solved: bool
     comment: str | None = None
+    expectation_met: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -299,7 +194,8 @@ def _close(d: Draft, outcome: CaseOutcome) -> None:
     case.status, case.closed_at, case.outcome = "closed", d.now, outcome
     cancel_scheduled_callbacks(case, d.now)
     d.emit(closed, f"{case.id}:close", f"outcome {outcome}")
-    d.cancel.append(Cancel())  # nothing is left to do for a closed case
+    # Nothing is left to do for a closed case but the promises made to the customer.
+    d.cancel.append(Cancel(tuple(k for k in DUE_KINDS if k not in PROMISE_TIMERS)))
     d.count("cases_closed", outcome)
 
 
@@ -347,7 +243,9 @@ def _request_survey(
 # --- agents -----------------------------------------------------------------------------
 
 
-def decide_response(case: Case, cmd: Respond, now: datetime, policy: FollowupPolicy) -> Decision:
+def decide_response(
+    case: Case, cmd: Respond, now: datetime, policy: FollowupPolicy, outreach: Outreach
+) -> Decision:
     """An agent answered the customer; the first answer of a routing stops its clock."""
     if case.status == "closed":
         return Decision.refuse(case, CaseConflict(f"case {case.id} is closed"))
@@ -355,6 +253,7 @@ def decide_response(case: Case, cmd: Respond, now: datetime, policy: FollowupPol
     d.case.responses.append(Response(at=now, by=cmd.by, message=cmd.message, client=cmd.client))
     if not _first_response(d, cmd.by):
         d.log("case.response", f"by {cmd.by}")
+    customer_updated(d, policy, outreach)
     return d.decision()
 
 
@@ -366,17 +265,18 @@ def decide_note(case: Case, cmd: AddNote, now: datetime, policy: FollowupPolicy)
 
 
 def decide_resolution(
-    case: Case, cmd: Resolve, now: datetime, policy: FollowupPolicy, links: SurveyLinks
+    case: Case,
+    cmd: Resolve,
+    now: datetime,
+    policy: FollowupPolicy,
+    links: SurveyLinks,
+    outreach: Outreach,
 ) -> Decision:
     """The solution is recorded; the customer is asked for the satisfaction check and a
     return visit is scheduled if the policy has one."""
     if case.status not in OPEN_STATUSES:
-        return Decision.refuse(
-            case,
-            CaseConflict(
-                f"case {case.id} is {case.status}; only open or reopened cases can be resolved"
-            ),
-        )
+        why = f"case {case.id} is {case.status}; only open or reopened cases can be resolved"
+        return Decision.refuse(case, CaseConflict(why))
     d = Draft(case, now)
     round_ = case.reopen_count
     _first_response(d, cmd.by)
@@ -418,6 +318,7 @@ def decide_resolution(
         _schedule_callback(d, callback)
     if superseded:
         d.cancel.append(Cancel(("callback",), tuple(superseded)))
+    customer_updated(d, policy, outreach)
     d.count("cases_resolved", case.team)
     d.count("resolution_seconds", case.team, value=max(0.0, (now - case.opened_at).total_seconds()))
     d.count("surveys_requested")
@@ -425,7 +326,7 @@ def decide_resolution(
 
 
 def decide_callback_outcome(
-    case: Case, cmd: ReportCallback, now: datetime, policy: FollowupPolicy
+    case: Case, cmd: ReportCallback, now: datetime, policy: FollowupPolicy, outreach: Outreach
 ) -> Decision:
     """How a callback went; the same report again changes nothing."""
     callback_id = cmd.callback_id
@@ -457,6 +358,8 @@ def decide_callback_outcome(
     if next_.next_callback is not None and case.status != "closed":
         _schedule_callback(d, next_.next_callback)
         done.next_callback_id = next_.next_callback.callback_id
+    if cmd.outcome == "reached":
+        customer_updated(d, policy, outreach)
     d.count("callbacks", cmd.outcome)
     return d.decision()
 
@@ -475,7 +378,7 @@ def judge(answer: SurveyAnswer, policy: FollowupPolicy) -> Satisfaction:
 
 
 def decide_survey_answer(
-    case: Case, cmd: AnswerSurvey, now: datetime, policy: FollowupPolicy
+    case: Case, cmd: AnswerSurvey, now: datetime, policy: FollowupPolicy, outreach: Outreach
 ) -> Decision:
     """The satisfaction check: solved and satisfied (or delighted) closes the case;
     otherwise it is reopened and escalated, and the comment comes back as feedback."""
@@ -504,6 +407,7 @@ def decide_survey_answer(
         ratio=judged.ratio,
         verdict=judged.verdict,
         via=cmd.via,
+        expectation_met=answer.expectation_met,
     )
     d.emit(
         SurveyAnswered(
@@ -518,6 +422,7 @@ def decide_survey_answer(
             solved=answer.solved,
             verdict=judged.verdict,
             comment=answer.comment,
+            expectation_met=answer.expectation_met,
         ),
         f"{sid}:answered",
         f"csat {answer.csat}, ratio {judged.ratio}, {judged.verdict}, "
@@ -527,6 +432,7 @@ def decide_survey_answer(
         _close(d, judged.verdict)
     else:
         _reopen(d, sid, cmd, judged)
+        customer_updated(d, policy, outreach)  # told it is reopened and escalated
     d.count("survey_answers", judged.verdict)
     d.count("satisfaction_ratio", value=judged.ratio)
     d.count("csat", value=answer.csat)
@@ -688,7 +594,12 @@ def decide_survey_timeout(
 
 
 def decide_due(
-    case: Case, item: DueItem, now: datetime, policy: FollowupPolicy, links: SurveyLinks
+    case: Case,
+    item: DueItem,
+    now: datetime,
+    policy: FollowupPolicy,
+    links: SurveyLinks,
+    outreach: Outreach,
 ) -> Decision:
     """The timed work of one due item."""
     if item.kind == "callback":
@@ -701,6 +612,10 @@ def decide_due(
         return decide_survey_reminder(case, item, now, policy, links)
     if item.kind == "survey_timeout":
         return decide_survey_timeout(case, item, now, policy)
+    if item.kind in PROMISE_TIMERS:
+        return decide_promise_timer(case, item, now, policy)
+    if item.kind == "silence":
+        return decide_silence(case, item, now, policy, outreach)
     return Decision.nothing(case)  # a kind this version does not know
 
 
@@ -727,7 +642,11 @@ def routing_callback_event(case: Case, generation: int) -> list[Event[Any]]:
 
 
 def decide_routed(
-    case: Case | None, routed: CaseRouted, now: datetime, policy: FollowupPolicy
+    case: Case | None,
+    routed: CaseRouted,
+    now: datetime,
+    policy: FollowupPolicy,
+    outreach: Outreach,
 ) -> Decision:
     """case.routed opens a case, re-routes it, assigns it from the queue, links new
     feedback to it, or (a redelivery, an older routing) repeats what was said."""
@@ -735,14 +654,7 @@ def decide_routed(
     routing = routed.routing
     generation = routing.reroute_count
     if meaning == "new":
-        opened, items = new_case(routed, now, policy)
-        return Decision(
-            base=None,
-            case=opened,
-            replies=tuple(routing_callback_event(opened, generation)),
-            schedule=tuple(items),
-            measures=(Measure("cases_opened", (routing.priority.value, routing.team)),),
-        )
+        return _open(routed, now, policy, outreach)
     if case is None:
         # Linked to a case this copy has not stored yet: the consumer loop retries,
         # then dead-letters it for replay.
@@ -752,7 +664,7 @@ def decide_routed(
             return Decision.nothing(case)
         return _link(Draft(case, now), routed)
     if meaning == "rerouted":
-        return _reroute(Draft(case, now), routed, policy)
+        return _reroute(Draft(case, now), routed, policy, outreach)
     if meaning == "assigned":
         d = Draft(case, now)
         d.case.agent, d.case.queued, d.case.routing = routing.agent, False, routing
@@ -760,14 +672,39 @@ def decide_routed(
         return d.decision()
     # A redelivery, or an older routing: make sure the timed work of the current routing
     # exists (a crash may have come between the steps) and say it again.
-    said = routing_callback_event(case, generation) if generation == case.generation else []
-    return Decision.nothing(case, schedule=tuple(timers_of(case, policy)), replies=tuple(said))
+    said: list[Event[Any]] = []
+    if generation == case.generation:
+        said += routing_callback_event(case, generation)
+        said += said_on_routing(case, generation)
+    timers = timers_of(case, policy)
+    if case.status in OPEN_STATUSES:
+        timers.append(silence_item(case, policy, outreach))
+    return Decision.nothing(case, schedule=tuple(timers), replies=tuple(said))
 
 
-def _reroute(d: Draft, routed: CaseRouted, policy: FollowupPolicy) -> Decision:
+def _open(
+    routed: CaseRouted, now: datetime, policy: FollowupPolicy, outreach: Outreach
+) -> Decision:
+    """A new case, its timed work, and the acknowledgement that tells the customer what
+    happens next and by when."""
+    routing = routed.routing
+    opened, items = new_case(routed, now, policy)
+    d = Draft(opened, now)
+    acknowledge(d, policy, outreach)
+    return Decision(
+        base=None,
+        case=d.case,
+        replies=(*routing_callback_event(d.case, routing.reroute_count), *d.replies),
+        schedule=(*items, *d.schedule),
+        measures=(Measure("cases_opened", (routing.priority.value, routing.team)), *d.measures),
+    )
+
+
+def _reroute(d: Draft, routed: CaseRouted, policy: FollowupPolicy, outreach: Outreach) -> Decision:
     """A higher routing generation: new owner, priority and deadlines. An open case gets
-    fresh SLA timers and a callback from the new owner; a resolved one keeps waiting for
-    its survey."""
+    fresh SLA timers, a callback from the new owner and a silence check at its new
+    priority; a resolved one keeps waiting for its survey. A case re-routed because its
+    resolution deadline passed apologises to the customer with the new one."""
     routing = routed.routing
     generation = routing.reroute_count
     case = d.case
@@ -790,6 +727,9 @@ def _reroute(d: Draft, routed: CaseRouted, policy: FollowupPolicy) -> Decision:
         case.callbacks[callback.callback_id] = callback
         d.schedule.append(callback_item(case.id, callback))
         d.log("callback.scheduled", f"due {callback.due_at.isoformat()}")
+        d.schedule.append(silence_item(case, policy, outreach))
+        if routing.reroute_reason == "sla_breached" and d.base.sla.resolution.state == "breached":
+            apologise(d, policy, outreach)
     d.cancel.append(Cancel(SLA_TIMER_KINDS, generation_below=generation))
     if superseded:
         d.cancel.append(Cancel(("callback",), tuple(superseded)))

@@ -33,7 +33,22 @@ CaseStatus = Literal["open", "resolved", "reopened", "closed"]
 OPEN_STATUSES: tuple[CaseStatus, ...] = ("open", "reopened")
 SLA_KINDS: tuple[SlaKind, ...] = get_args(SlaKind)
 
-DueKind = Literal["callback", "sla_warning", "sla_breach", "survey_reminder", "survey_timeout"]
+DueKind = Literal[
+    "callback",
+    "sla_warning",
+    "sla_breach",
+    "survey_reminder",
+    "survey_timeout",
+    "promise_warning",
+    "promise_due",
+    "promise_overdue",
+    "silence",
+]
+DUE_KINDS: tuple[DueKind, ...] = get_args(DueKind)
+PROMISE_TIMERS: tuple[DueKind, ...] = ("promise_warning", "promise_due", "promise_overdue")
+PromiseStatus = Literal["open", "kept", "broken"]
+PromiseOutcome = Literal["kept", "broken"]
+NoticeVia = Literal["routing", "case"]
 CallbackOutcome = Literal["reached", "no_answer", "wrong_number", "rescheduled"]
 CallbackPurpose = Literal["after_routing", "after_resolution", "retry", "rescheduled"]
 CallbackStatus = Literal["scheduled", "due", "done", "cancelled"]
@@ -135,6 +150,7 @@ class StoredAnswer(Part):
     ratio: float
     verdict: SatisfactionVerdict
     via: str
+    expectation_met: bool | None = None
 
 
 class Survey(Part):
@@ -145,6 +161,37 @@ class Survey(Part):
     reminded_at: datetime | None = None
     status: SurveyStatus = "pending"
     answer: StoredAnswer | None = None
+
+
+class Promise(Part):
+    """What an agent promised the customer, by when, and whether it was kept."""
+
+    promise_id: str
+    what: str
+    due_at: datetime
+    due_in: str | None = None
+    made_by: str
+    made_at: datetime
+    client: str
+    status: PromiseStatus = "open"
+    warned: bool = False
+    due_told: bool = False
+    overdue: bool = False
+    outcome_at: datetime | None = None
+    outcome_by: str | None = None
+    note: str | None = None
+
+
+class Notice(Part):
+    """A customer.notify as it was sent: said again, the same, if its cause comes again."""
+
+    notification_id: str
+    kind: str
+    at: datetime
+    cause: str
+    via: NoticeVia
+    generation: int
+    data: dict[str, object]
 
 
 class LinkedFeedback(Part):
@@ -197,6 +244,12 @@ class Case(Part):
     resolutions: list[Resolution] = Field(default_factory=list)
     surveys: list[Survey] = Field(default_factory=list)
     linked_feedback: list[LinkedFeedback] = Field(default_factory=list)
+    promises: dict[str, Promise] = Field(default_factory=dict)
+    notices: list[Notice] = Field(default_factory=list)
+    last_update_at: datetime | None = Field(
+        default=None, description="The last customer-facing update (sent or said)"
+    )
+    update_requested_at: datetime | None = None
     outcome: CaseOutcome | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     outbox: list[QueuedEvent] = Field(default_factory=list)
@@ -205,6 +258,23 @@ class Case(Part):
 
     def survey(self, survey_id: str) -> Survey | None:
         return next((s for s in self.surveys if s.survey_id == survey_id), None)
+
+    @property
+    def reference(self) -> str:
+        """The case reference the customer is given."""
+        return case_reference(self.id)
+
+    @property
+    def silent_since(self) -> datetime:
+        """Since when the customer has heard nothing (an update asked of the owner
+        restarts the count too)."""
+        marks = [m for m in (self.last_update_at, self.update_requested_at) if m is not None]
+        return max(marks) if marks else self.opened_at
+
+
+def case_reference(case_id: str) -> str:
+    """The short reference customers are given for a case (its id's first 8 characters)."""
+    return case_id[:8]
 
 
 def entry(at: datetime, event: str, detail: str | None = None) -> TimelineEntry:
@@ -669,6 +739,7 @@ def closed_summary(case: Case, *, outcome: CaseOutcome, closed_at: datetime) -> 
     """case.closed: what downstream needs to know about the finished case."""
     survey = current_survey(case)
     answer = survey.answer if survey is not None else None
+    expectation = case.classification.expectation
     return CaseClosed(
         case_id=case.id,
         customer_key=case.customer_key,
@@ -696,4 +767,20 @@ def closed_summary(case: Case, *, outcome: CaseOutcome, closed_at: datetime) -> 
         expected=answer.expected if answer else None,
         perceived=answer.perceived if answer else None,
         ratio=answer.ratio if answer else None,
+        expected_outcome=expectation.outcome if expectation else None,
+        expectation_met=answer.expectation_met if answer else None,
+        **promise_counts(case),
     )
+
+
+def promise_counts(case: Case) -> dict[str, int]:
+    """Promises made, kept, broken, overdue (deadline passed without an outcome in time,
+    whatever came after) and still open."""
+    promises = list(case.promises.values())
+    return {
+        "promises_made": len(promises),
+        "promises_kept": sum(p.status == "kept" for p in promises),
+        "promises_broken": sum(p.status == "broken" for p in promises),
+        "promises_overdue": sum(p.overdue for p in promises),
+        "promises_open": sum(p.status == "open" for p in promises),
+    }

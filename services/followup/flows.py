@@ -39,11 +39,20 @@ from services.followup.domain import (
     Case,
     DueItem,
     NotFound,
+    Promise,
     Refused,
     Satisfaction,
 )
 from services.followup.links import SurveyLinks
+from services.followup.outreach import Outreach
 from services.followup.policy import FollowupPolicy
+from services.followup.promises import (
+    MakePromise,
+    SettlePromise,
+    decide_promise,
+    decide_promise_outcome,
+    made_promise,
+)
 from services.followup.store import FollowupStore
 from shared.kafka import EventProducer
 from shared.logging import log_context
@@ -59,11 +68,13 @@ class Followup:
         producer: EventProducer,
         policy: FollowupPolicy,
         links: SurveyLinks,
+        outreach: Outreach,
     ) -> None:
         self.store = store
         self.producer = producer
         self.policy = policy
         self.links = links
+        self.outreach = outreach
 
     async def change(
         self, case_id: str, decide: Callable[[Case], Decision]
@@ -96,7 +107,9 @@ class Followup:
     ) -> Case:
         command = Respond(by, message, client)
         return (
-            await self.change(case_id, lambda c: decide_response(c, command, now, self.policy))
+            await self.change(
+                case_id, lambda c: decide_response(c, command, now, self.policy, self.outreach)
+            )
         )[0]
 
     async def add_note(
@@ -118,7 +131,7 @@ class Followup:
         command = Resolve(by, solution, promise, client)
 
         def decide(case: Case) -> Decision:
-            return decide_resolution(case, command, now, self.policy, self.links)
+            return decide_resolution(case, command, now, self.policy, self.links, self.outreach)
 
         return (await self.change(case_id, decide))[0]
 
@@ -139,11 +152,31 @@ class Followup:
             raise Refused(NotFound(f"no callback {callback_id}"))
         command = ReportCallback(callback_id, outcome, by, note, reschedule_at)
         case, _ = await self.change(
-            found.id, lambda c: decide_callback_outcome(c, command, now, self.policy)
+            found.id,
+            lambda c: decide_callback_outcome(c, command, now, self.policy, self.outreach),
         )
         done = case.callbacks[callback_id]
         following = done.next_callback_id
         return case, done, case.callbacks[following] if following else None
+
+    # --- promises -------------------------------------------------------------------
+
+    async def make_promise(
+        self, case_id: str, command: MakePromise, now: datetime
+    ) -> tuple[Promise, bool]:
+        """Record a promise to the customer; returns it and whether it is new (the same
+        promise posted again while it is open is the one promise)."""
+        case, decision = await self.change(
+            case_id, lambda c: decide_promise(c, command, now, self.policy, self.outreach)
+        )
+        return made_promise(case, command), decision.writes
+
+    async def settle_promise(self, case_id: str, command: SettlePromise, now: datetime) -> Promise:
+        """Record whether a promise was kept or broken."""
+        case, _ = await self.change(
+            case_id, lambda c: decide_promise_outcome(c, command, now, self.policy)
+        )
+        return case.promises[command.promise_id]
 
     # --- customers ------------------------------------------------------------------
 
@@ -161,7 +194,7 @@ class Followup:
         otherwise it is reopened and escalated, and the comment comes back as feedback."""
         command = AnswerSurvey(answer, via, survey_id, language)
         case, _ = await self.change(
-            case_id, lambda c: decide_survey_answer(c, command, now, self.policy)
+            case_id, lambda c: decide_survey_answer(c, command, now, self.policy, self.outreach)
         )
         return case, judge(answer, self.policy)
 
@@ -171,7 +204,7 @@ class Followup:
         """Do the timed work of one due item; "skipped" when the case no longer needs it."""
 
         def decide(case: Case) -> Decision:
-            return decide_due(case, item, now, self.policy, self.links)
+            return decide_due(case, item, now, self.policy, self.links, self.outreach)
 
         try:
             _, decision = await self.change(item.case_id, decide)

@@ -11,6 +11,7 @@ from typing import Any
 from services.followup import metrics
 from services.followup.decisions import Decision, decide_routed
 from services.followup.domain import RoutedMeaning, meaning_of_routed
+from services.followup.outreach import Outreach
 from services.followup.policy import FollowupPolicy
 from services.followup.store import FollowupStore
 from shared.clock import utcnow
@@ -39,13 +40,13 @@ def _say(meaning: RoutedMeaning, decision: Decision) -> None:
 
 
 async def route(
-    store: FollowupStore, policy: FollowupPolicy, routed: CaseRouted
+    store: FollowupStore, policy: FollowupPolicy, outreach: Outreach, routed: CaseRouted
 ) -> list[Event[Any]]:
     """Load, decide, apply (again if the case changed meanwhile); the events to send."""
 
     async def attempt() -> list[Event[Any]] | None:
         case = await store.get(routed.case_id)
-        decision = decide_routed(case, routed, utcnow(), policy)
+        decision = decide_routed(case, routed, utcnow(), policy, outreach)
         if decision.refusal is not None:
             # Linked to a case this copy has not stored yet: the consumer loop retries,
             # then dead-letters it for replay.
@@ -60,15 +61,20 @@ async def route(
         return await until_applied(attempt, what=f"case {routed.case_id}")
 
 
-def make_handlers(store: FollowupStore, policy: FollowupPolicy) -> dict[str, Handler]:
+def make_handlers(
+    store: FollowupStore, policy: FollowupPolicy, outreach: Outreach
+) -> dict[str, Handler]:
     async def on_case_routed(event: Event[Any]) -> Sequence[Event[Any]]:
-        return await route(store, policy, event.data)
+        return await route(store, policy, outreach, event.data)
 
     return {CaseRouted.event_name: on_case_routed}
 
 
 def make_batch_handlers(
-    store: FollowupStore, policy: FollowupPolicy, handlers: dict[str, Handler]
+    store: FollowupStore,
+    policy: FollowupPolicy,
+    outreach: Outreach,
+    handlers: dict[str, Handler],
 ) -> dict[str, BatchHandler]:
     """case.routed in batches: the cases a batch opens are decided as the single event
     would be and written together (``apply_many``: two round trips); everything else in
@@ -84,7 +90,7 @@ def make_batch_handlers(
             if routed.case_id in opening or meaning_of_routed(None, routed) != "new":
                 later.append(event)
                 continue
-            opening[routed.case_id] = (decide_routed(None, routed, now, policy), event)
+            opening[routed.case_id] = (decide_routed(None, routed, now, policy, outreach), event)
         created = await store.apply_many([decision for decision, _ in opening.values()])
         out: list[Event[Any]] = []
         for case_id, (decision, event) in opening.items():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from services.followup.decisions import Measure
+    from services.followup.change import Measure
 
 CASES_OPENED = Counter(
     "closeloop_cases_opened_total",
@@ -74,8 +74,25 @@ CSAT = Histogram(
 DUE_PROCESSED = Counter(
     "closeloop_due_items_processed_total",
     "Due-queue items handled, by kind (callback, sla_warning, sla_breach, survey_reminder, "
-    "survey_timeout)",
+    "survey_timeout, promise_warning, promise_due, promise_overdue, silence)",
     ["kind"],
+)
+
+NOTIFICATIONS = Counter(
+    "closeloop_notifications_total",
+    "customer.notify messages emitted, by kind, channel and language",
+    ["kind", "channel", "language"],
+)
+PROMISES = Counter(
+    "closeloop_promises_total",
+    "Promises to customers: made, kept, broken and overdue, by team",
+    ["event", "team"],
+)
+SILENCES = Counter(
+    "closeloop_silences_total",
+    "Open cases that went longer than the policy allows without a customer-facing update, "
+    "by priority and what was done (notify, ask_owner)",
+    ["priority", "action"],
 )
 
 # What the decisions name (services/followup/decisions.py ``Metric``), moved once a
@@ -95,6 +112,9 @@ BY_NAME: dict[str, Counter | Histogram] = {
     "survey_answers": SURVEY_ANSWERS,
     "satisfaction_ratio": SATISFACTION_RATIO,
     "csat": CSAT,
+    "notifications": NOTIFICATIONS,
+    "promises": PROMISES,
+    "silences": SILENCES,
 }
 
 

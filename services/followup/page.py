@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.followup.decisions import SurveyAnswer
 from services.followup.domain import (
@@ -29,6 +29,7 @@ from services.followup.flows import Followup
 from services.followup.links import InvalidLink, SurveyTicket
 from shared.auth import Gate
 from shared.config import load_yaml
+from shared.contracts import ExpectedOutcome
 from shared.http import page_route
 from shared.pages import Catalog, browser_language, templates
 
@@ -110,6 +111,10 @@ class SurveyTexts(BaseModel):
     solved_question: str
     solved_yes: str
     solved_no: str
+    expectation_question: str = Field(description="{outcome} is the name of what was asked for")
+    expectation_yes: str
+    expectation_no: str
+    outcomes: dict[ExpectedOutcome, str] = Field(description="The name of every outcome")
     comment_question: str
     comment_hint: str
     submit: str
@@ -127,6 +132,14 @@ class SurveyTexts(BaseModel):
     try_later: str
     switch_to: str
     switch_lang: str
+
+    @field_validator("outcomes")
+    @classmethod
+    def _every_outcome(cls, value: dict[ExpectedOutcome, str]) -> dict[ExpectedOutcome, str]:
+        missing = [o.value for o in ExpectedOutcome if o not in value]
+        if missing:
+            raise ValueError(f"outcomes needs a name for {', '.join(missing)}")
+        return value
 
 
 SurveyCatalog = Catalog[SurveyTexts]
@@ -204,7 +217,21 @@ async def survey_page(token: str, request: Request, lang: str | None = None) -> 
         state = "expired"
     if state != "open" or case is None:
         return pages.unavailable(lang, state)
-    return pages.render("survey.html", 200, lang, case_ref=case.id[:8], form={}, error=None)
+    return pages.render(
+        "survey.html",
+        200,
+        lang,
+        case_ref=case.reference,
+        asked=asked_for(case),
+        form={},
+        error=None,
+    )
+
+
+def asked_for(case: Case) -> ExpectedOutcome | None:
+    """What the customer asked for, if anything says: the survey asks whether they got it."""
+    expectation = case.classification.expectation
+    return expectation.outcome if expectation is not None else None
 
 
 SCALE = {str(number): number for number in range(1, 6)}
@@ -229,17 +256,24 @@ async def submit_survey(token: str, request: Request) -> Response:
     csat, expected, perceived = (_scale(form.get(k)) for k in ("csat", "expected", "perceived"))
     solved = {"yes": True, "no": False}.get(form.get("solved", ""))
     comment = form.get("comment", "").strip()[:5000] or None
+    got = {"yes": True, "no": False}.get(form.get("expectation_met", ""))
     if csat is None or expected is None or perceived is None or solved is None:
         return pages.render(
             "survey.html",
             422,
             lang,
-            case_ref=case.id[:8],
+            case_ref=case.reference,
+            asked=asked_for(case),
             form=form,
             error=pages.catalog.get(lang).required_error,
         )
     answer = SurveyAnswer(
-        csat=csat, expected=expected, perceived=perceived, solved=solved, comment=comment
+        csat=csat,
+        expected=expected,
+        perceived=perceived,
+        solved=solved,
+        comment=comment,
+        expectation_met=got if asked_for(case) is not None else None,
     )
     try:
         await followup.answer_survey(

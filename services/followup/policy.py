@@ -1,10 +1,12 @@
-"""The followup policy file: callbacks, SLA warnings, survey timing and the satisfaction
-thresholds. Loaded and validated at start; a bad file names the field."""
+"""The followup policy file: callbacks, SLA warnings, survey timing, the satisfaction
+thresholds, promises, customer notifications and how long a customer may hear nothing.
+Loaded and validated at start; a bad file names the field."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,11 +83,63 @@ class SatisfactionPolicy(_Strict):
         return self
 
 
+class PromisePolicy(_Strict):
+    warning_share: float = Field(
+        default=0.8, gt=0, lt=1, description="promise.warning at this share of the time to the due"
+    )
+    overdue_after_hours: float = Field(
+        default=4,
+        ge=0,
+        description="A promise with no outcome this many business hours of the owner team "
+        "after its due time is overdue (promise.overdue) and the case is escalated",
+    )
+    tell_customer: bool = Field(
+        default=True, description="Tell the customer each promise and its date (customer.notify)"
+    )
+
+
+SilenceAction = Literal["notify", "ask_owner"]
+
+
+class SilencePolicy(_Strict):
+    after_hours: dict[Priority, float] = Field(
+        description="Longest an open case may go without a customer-facing update, in the "
+        "owner team's business hours, per priority"
+    )
+    action: SilenceAction = Field(
+        default="notify",
+        description="notify: send the customer a progress message; ask_owner: ask the owner "
+        "for one (case.update_requested)",
+    )
+
+    @model_validator(mode="after")
+    def _every_priority(self) -> SilencePolicy:
+        missing = [p.value for p in Priority if p not in self.after_hours]
+        if missing:
+            raise ValueError(f"after_hours needs hours for {', '.join(missing)}")
+        if any(hours <= 0 for hours in self.after_hours.values()):
+            raise ValueError("silence hours must be positive")
+        return self
+
+
+class NotifyPolicy(_Strict):
+    acknowledge: bool = Field(
+        default=True, description="Acknowledge every new case with its timeline (customer.notify)"
+    )
+    apologise: bool = Field(
+        default=True,
+        description="Apologise with the new expected date when a resolution deadline is missed",
+    )
+
+
 class FollowupPolicy(_Strict):
     callbacks: CallbackPolicy
     sla: SlaPolicy = SlaPolicy()
     survey: SurveyPolicy
     satisfaction: SatisfactionPolicy = SatisfactionPolicy()
+    promises: PromisePolicy = PromisePolicy()
+    silence: SilencePolicy = SilencePolicy(after_hours={"P1": 2, "P2": 8, "P3": 24, "P4": 40})
+    notify: NotifyPolicy = NotifyPolicy()
 
 
 def load_policy(path: Path = DEFAULT_POLICY) -> FollowupPolicy:

@@ -4,6 +4,8 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.followup.notifications import DEFAULT_TEMPLATES
+from services.followup.outreach import DEFAULT_ROUTING_FILE
 from services.followup.policy import DEFAULT_POLICY
 from shared.auth import ApiKeySettings
 from shared.credentials import refuse_known_secrets
@@ -22,6 +24,15 @@ class FollowupSettings(ServiceSettings):
     )
     policy_file: Path = Field(
         default=DEFAULT_POLICY, description="Callbacks, SLA warning share, survey timing"
+    )
+    routing_file: Path = Field(
+        default=DEFAULT_ROUTING_FILE,
+        description="The router's routing policy: its team calendars time promises and "
+        "silences in business hours",
+    )
+    notifications_file: Path = Field(
+        default=DEFAULT_TEMPLATES,
+        description="Customer message templates per kind, language and channel",
     )
     api_keys: ApiKeySettings = Field(
         min_length=1,

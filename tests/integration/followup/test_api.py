@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 
 from services.followup.app import build
 from services.followup.handlers import make_handlers
+from services.followup.outreach import load_outreach
 from services.followup.policy import load_policy
 from services.followup.store import FollowupStore
 from shared.clock import utcnow
@@ -47,7 +48,7 @@ class Api:
                 "routing": a_routing(Priority.P3, at=now, **routing),
             }
         )
-        handler = make_handlers(self.store, load_policy())["case.routed"]
+        handler = make_handlers(self.store, load_policy(), load_outreach())["case.routed"]
         await handler(new_event(routed, source="/test", cause=routed.case_id))
         return routed
 
@@ -249,6 +250,7 @@ async def test_an_agent_responds_notes_and_resolves_through_the_api(api: Api) ->
     assert case["resolutions"][0]["promise"] == "delivered tomorrow before noon"
     timeline = [e["event"] for e in case["timeline"]]
     assert timeline[2:] == [
+        "customer.notify",  # the acknowledgement
         "case.first_response",
         "case.response",
         "case.note",

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from services.followup.handlers import make_handlers
+from services.followup.outreach import load_outreach
 from services.followup.policy import load_policy
 from services.followup.store import FollowupStore
 from shared.clock import utcnow
@@ -76,7 +77,7 @@ async def test_a_killed_copy_s_claims_are_finished_exactly_once_by_another_copy(
 ) -> None:
     store = FollowupStore(mongo_client[database_name])
     await store.ensure_indexes()
-    handler = make_handlers(store, load_policy())["case.routed"]
+    handler = make_handlers(store, load_policy(), load_outreach())["case.routed"]
     long_ago = utcnow() - timedelta(days=10)  # every timer of these cases is due
     case_ids = set()
     for _ in range(CASES):
@@ -84,7 +85,8 @@ async def test_a_killed_copy_s_claims_are_finished_exactly_once_by_another_copy(
         case_ids.add(routed.case_id)
         await handler(new_event(routed, source="/test", cause=routed.case_id))
     items = await store.due.count_documents({})
-    assert items == CASES * 5  # callback, and a warning and a breach per deadline
+    # The callback, a warning and a breach per deadline, and the silence check.
+    assert items == CASES * 6
 
     async with TopicReader(infra.bootstrap, Topic.CASE_LIFECYCLE) as lifecycle:
         first = start_copy(infra, database_name, f"followup-a-{uuid.uuid4().hex[:6]}")
@@ -104,7 +106,12 @@ async def test_a_killed_copy_s_claims_are_finished_exactly_once_by_another_copy(
             async def nothing_pending() -> bool:
                 # Only this test's cases: the copies also consume what other tests
                 # published to case.routed, whose timers are due later.
-                ours = {"state": "pending", "case_id": {"$in": sorted(case_ids)}}
+                # The silence checks that follow the progress messages are due later.
+                ours = {
+                    "state": "pending",
+                    "case_id": {"$in": sorted(case_ids)},
+                    "$or": [{"kind": {"$ne": "silence"}}, {"due_at": {"$lte": utcnow()}}],
+                }
                 return await store.due.count_documents(ours) == 0
 
             await eventually(nothing_pending, timeout=180)

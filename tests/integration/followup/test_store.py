@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from services.followup.flows import Followup
 from services.followup.handlers import make_handlers
 from services.followup.links import SurveyLinks
+from services.followup.outreach import load_outreach
 from services.followup.policy import FollowupPolicy, load_policy
 from services.followup.scheduled import run_outbox_relay
 from services.followup.settings import FollowupSettings
@@ -31,6 +32,8 @@ from shared.tools import devstack
 from shared.tools.devstack import free_port
 from tests.conftest import Infra
 from tests.support import TopicReader, a_case_routed
+
+OUTREACH = load_outreach()
 
 API_KEY = "test-agent-key-0123456789"
 SURVEY_SECRET = "test-survey-secret-0123456789abcdef"
@@ -81,7 +84,7 @@ class Rig:
     producer: EventProducer
 
     async def route(self, routed: CaseRouted) -> list[Event[Any]]:
-        handler = make_handlers(self.store, self.policy)["case.routed"]
+        handler = make_handlers(self.store, self.policy, OUTREACH)["case.routed"]
         return list(await handler(new_event(routed, source="/test", cause=uuid.uuid4().hex)))
 
 
@@ -96,7 +99,7 @@ async def followup_rig(
     assert await producer.connect()
     links = SurveyLinks(SURVEY_SECRET, public_url="http://cx.test")
     try:
-        yield Rig(store, Followup(store, producer, policy, links), policy, producer)
+        yield Rig(store, Followup(store, producer, policy, links, OUTREACH), policy, producer)
     finally:
         await producer.stop()
 
@@ -117,15 +120,22 @@ def routed_event(priority: Priority = Priority.P3) -> Event[CaseRouted]:
 async def test_redelivered_case_routed_opens_one_case_with_one_callback_and_its_timers(
     rig: Rig,
 ) -> None:
-    handler = make_handlers(rig.store, rig.policy)["case.routed"]
+    handler = make_handlers(rig.store, rig.policy, OUTREACH)["case.routed"]
     event = routed_event()
     first = await handler(event)
     second = await handler(event)
     assert [(e.id, e.data) for e in first] == [(e.id, e.data) for e in second]
-    assert [e.name for e in first] == ["callback.scheduled"]
+    assert [e.name for e in first] == ["callback.scheduled", "customer.notify"]
     assert await rig.store.cases.count_documents({}) == 1
     kinds = sorted([d["kind"] async for d in rig.store.due.find({})])
-    assert kinds == ["callback", "sla_breach", "sla_breach", "sla_warning", "sla_warning"]
+    assert kinds == [
+        "callback",
+        "silence",
+        "sla_breach",
+        "sla_breach",
+        "sla_warning",
+        "sla_warning",
+    ]
     case = await rig.store.get(event.data.case_id)
     assert case is not None and case.status == "open"
     (callback,) = case.callbacks.values()
@@ -135,9 +145,9 @@ async def test_redelivered_case_routed_opens_one_case_with_one_callback_and_its_
 async def test_a_due_item_is_claimed_by_one_copy_and_reclaimed_after_its_lease(rig: Rig) -> None:
     await rig.route(routed_event().data)
     later = utcnow() + timedelta(days=30)
-    claims = await asyncio.gather(*(rig.store.claim_due(later, f"copy-{i}", 30) for i in range(5)))
+    claims = await asyncio.gather(*(rig.store.claim_due(later, f"copy-{i}", 30) for i in range(6)))
     winners = [c for c in claims if c is not None]
-    assert len(winners) == 5 and len({w.id for w in winners}) == 5  # one item each
+    assert len(winners) == 6 and len({w.id for w in winners}) == 6  # one item each
     assert await rig.store.claim_due(later + timedelta(seconds=10), "copy-x", 30) is None
     reclaimed = await rig.store.claim_due(later + timedelta(seconds=31), "copy-y", 30)
     assert reclaimed is not None
@@ -158,7 +168,7 @@ async def test_events_queued_while_the_broker_is_down_are_published_by_the_relay
 
     settings = followup_settings(infra, database_name)
     offline = EventProducer(settings, "test-offline")  # never connected: every publish fails
-    cut_off = Followup(rig.store, offline, rig.policy, rig.followup.links)
+    cut_off = Followup(rig.store, offline, rig.policy, rig.followup.links, OUTREACH)
     assert await cut_off.fire(due_item, item["due_at"]) == "done"
     case = await rig.store.get(event.data.case_id)
     assert case is not None and [e.name for e in case.outbox] == ["callback.due"]

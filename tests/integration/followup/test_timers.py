@@ -302,8 +302,11 @@ async def test_a_dissatisfied_customer_reopens_escalates_and_the_comment_comes_b
     assert feedback.data.feedback.related_case_id == routed.case_id
     assert feedback.data.feedback.text == "包裹还是没到"
     assert feedback.data.feedback.customer_key == routed.feedback.customer_key
-    # Nothing of the resolved round is left to fire.
-    assert await drain(rig, t0 + timedelta(days=5)) == 0
+    # Nothing of the resolved round is left to fire: only the silence check of the case,
+    # open again.
+    assert await drain(rig, t0 + timedelta(days=5)) == 1
+    silence = {"case_id": routed.case_id, "kind": "silence", "result": "done"}
+    assert await rig.store.due.count_documents(silence) == 1
 
 
 async def test_a_reroute_replaces_timers_and_an_assignment_from_the_queue_sets_the_agent(
@@ -356,6 +359,8 @@ async def test_a_reroute_replaces_timers_and_an_assignment_from_the_queue_sets_t
     assert {(d["kind"], d["generation"]) for d in pending if d["kind"] != "callback"} == {
         ("sla_warning", 1),
         ("sla_breach", 1),
+        ("silence", 0),  # the checks of both routings: the earlier one fires first
+        ("silence", 1),
     }
     assert len([d for d in pending if d["kind"] == "callback"]) == 1
     # An older routing arriving late changes nothing.

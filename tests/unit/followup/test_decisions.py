@@ -25,6 +25,7 @@ from services.followup.decisions import (
     decide_survey_answer,
 )
 from services.followup.domain import (
+    PROMISE_TIMERS,
     Cancel,
     Case,
     CaseConflict,
@@ -35,6 +36,7 @@ from services.followup.domain import (
     routing_callback_id,
 )
 from services.followup.links import SurveyLinks, SurveyTicket
+from services.followup.outreach import load_outreach
 from services.followup.policy import CallbackPolicy, FollowupPolicy, RetryBackoff, SurveyPolicy
 from shared.contracts import CaseRouted, Channel, Priority, Urgency
 from tests.support import a_classification, a_feedback, a_routing
@@ -49,6 +51,7 @@ POLICY = FollowupPolicy(
     ),
     survey=SurveyPolicy(reminder_after_hours=24, expires_after_hours=72),
 )
+OUTREACH = load_outreach()
 LINKS = SurveyLinks("unit-test-survey-secret-0123456789", public_url="http://cx.test")
 AGENT = "agent-wang-fang"
 
@@ -79,15 +82,17 @@ def names(decision: Decision) -> list[str]:
 
 
 def opened(priority: Priority = Priority.P2, **routing: Any) -> Case:
-    return written(decide_routed(None, routed(priority, **routing), NOW, POLICY))
+    return written(decide_routed(None, routed(priority, **routing), NOW, POLICY, OUTREACH))
 
 
 def respond(case: Case, at: datetime) -> Decision:
-    return decide_response(case, Respond(AGENT, "on it", "tool"), at, POLICY)
+    return decide_response(case, Respond(AGENT, "on it", "tool"), at, POLICY, OUTREACH)
 
 
 def resolve(case: Case, at: datetime) -> Decision:
-    return decide_resolution(case, Resolve(AGENT, "re-sent", "Friday", "tool"), at, POLICY, LINKS)
+    return decide_resolution(
+        case, Resolve(AGENT, "re-sent", "Friday", "tool"), at, POLICY, LINKS, OUTREACH
+    )
 
 
 def resolved(priority: Priority = Priority.P2) -> Case:
@@ -102,17 +107,19 @@ def answer(case: Case, at: datetime, **fields: Any) -> Decision:
         via="test",
         survey_id=values.get("survey_id"),
     )
-    return decide_survey_answer(case, command, at, POLICY)
+    return decide_survey_answer(case, command, at, POLICY, OUTREACH)
 
 
 def report(case: Case, callback_id: str, outcome: Any, at: datetime, **fields: Any) -> Decision:
     return decide_callback_outcome(
-        case, ReportCallback(callback_id, outcome, "dialer", **fields), at, POLICY
+        case, ReportCallback(callback_id, outcome, "dialer", **fields), at, POLICY, OUTREACH
     )
 
 
 def fire(case: Case, kind: Any, ref: str, at: datetime, generation: int = 0) -> Decision:
-    return decide_due(case, DueItem(case.id, kind, ref, at, generation), at, POLICY, LINKS)
+    return decide_due(
+        case, DueItem(case.id, kind, ref, at, generation), at, POLICY, LINKS, OUTREACH
+    )
 
 
 FIRST_CALLBACK = routing_callback_id("case-1", 0)
@@ -130,7 +137,9 @@ def test_the_first_response_in_time_meets_its_deadline_and_stops_its_timers() ->
     assert after.first_response_at == NOW + timedelta(hours=1)
     assert after.sla.first_response.state == "met"
     assert [r.message for r in after.responses] == ["on it"]
-    assert decision.cancel == (Cancel(("sla_warning", "sla_breach"), ("first_response",), 0),)
+    assert decision.cancel[0] == Cancel(("sla_warning", "sla_breach"), ("first_response",), 0)
+    # The customer heard from us: the silence check moves on.
+    assert decision.cancel[1:] == (Cancel(("silence",), (NOW.isoformat(),)),)
     assert [(m.metric, m.labels) for m in decision.measures] == [
         ("sla_met", ("logistics", "first_response", "P2"))
     ]
@@ -141,7 +150,8 @@ def test_a_second_response_is_only_a_timeline_entry() -> None:
     once = written(respond(opened(), NOW + timedelta(hours=1)))
     decision = respond(once, NOW + timedelta(hours=2))
     after = written(decision)
-    assert decision.events == () and decision.cancel == ()
+    assert decision.events == ()
+    assert [c.kinds for c in decision.cancel] == [("silence",)]
     assert after.timeline[-1].event == "case.response" and len(after.responses) == 2
 
 
@@ -150,7 +160,8 @@ def test_a_response_after_a_declared_breach_is_recorded_late_and_not_counted_aga
     breached = written(fire(case, "sla_breach", "first_response", NOW + timedelta(hours=4)))
     decision = respond(breached, NOW + timedelta(hours=5))
     assert decision.events[0].data.within_sla is False
-    assert decision.measures == () and decision.cancel == ()
+    assert decision.measures == ()
+    assert [c.kinds for c in decision.cancel] == [("silence",)]
     assert written(decision).sla_missed.first_response is True
 
 
@@ -284,7 +295,10 @@ def test_a_satisfied_answer_closes_the_case_and_cancels_everything_left() -> Non
     assert after.surveys[0].status == "answered" and after.surveys[0].answer is not None
     closed = decision.events[1].data
     assert (closed.csat, closed.expected, closed.perceived, closed.ratio) == (5, 4, 5, 1.25)
-    assert Cancel() in decision.cancel
+    # Everything but the promises' timers: a promise outlives the survey.
+    (cancel,) = [c for c in decision.cancel if c.refs is None]
+    assert cancel.kinds is not None and "callback" in cancel.kinds
+    assert not set(cancel.kinds) & set(PROMISE_TIMERS)
     assert all(cb.status != "scheduled" for cb in after.callbacks.values())
 
 
@@ -402,26 +416,28 @@ def test_an_unanswered_survey_expires_and_closes_the_case_with_no_response() -> 
 
 
 def test_a_new_case_is_opened_with_its_timers_and_its_callback_announced() -> None:
-    decision = decide_routed(None, routed(), NOW, POLICY)
+    decision = decide_routed(None, routed(), NOW, POLICY, OUTREACH)
     case = written(decision)
     assert decision.base is None and decision.writes
     assert sorted(i.kind for i in decision.schedule) == [
         "callback",
+        "silence",
         "sla_breach",
         "sla_breach",
         "sla_warning",
         "sla_warning",
     ]
-    (reply,) = decision.replies
+    reply, ack = decision.replies
     assert reply.name == "callback.scheduled" and reply.data.callback_id == FIRST_CALLBACK
+    assert ack.name == "customer.notify" and ack.data.kind == "acknowledgement"
     assert decision.events == () and case.status == "open"
 
 
 def test_a_redelivery_repeats_the_callback_and_restores_the_timers_without_a_change() -> None:
     case = opened()
-    decision = decide_routed(case, routed(), NOW + timedelta(minutes=5), POLICY)
+    decision = decide_routed(case, routed(), NOW + timedelta(minutes=5), POLICY, OUTREACH)
     assert not decision.writes
-    first = decide_routed(None, routed(), NOW, POLICY)
+    first = decide_routed(None, routed(), NOW, POLICY, OUTREACH)
     assert [e.id for e in decision.replies] == [e.id for e in first.replies]
     assert {i.id for i in decision.schedule} == {i.id for i in first.schedule}
 
@@ -439,7 +455,7 @@ def test_a_reroute_replaces_owner_deadlines_and_the_pending_callback() -> None:
         first_response_due=later + timedelta(hours=1),
         resolution_due=later + timedelta(hours=8),
     )
-    decision = decide_routed(case, again, later, POLICY)
+    decision = decide_routed(case, again, later, POLICY, OUTREACH)
     after = written(decision)
     assert (after.priority, after.team, after.generation) == (Priority.P1, "escalations", 1)
     assert after.callbacks[FIRST_CALLBACK].status == "cancelled"
@@ -452,7 +468,7 @@ def test_a_reroute_replaces_owner_deadlines_and_the_pending_callback() -> None:
 
 def test_an_assignment_from_the_queue_sets_the_agent() -> None:
     case = opened(agent=None, queued=True)
-    decision = decide_routed(case, routed(agent="agent-emma-jones"), NOW, POLICY)
+    decision = decide_routed(case, routed(agent="agent-emma-jones"), NOW, POLICY, OUTREACH)
     after = written(decision)
     assert (after.agent, after.queued) == ("agent-emma-jones", False)
     assert after.timeline[-1].event == "case.assigned"
@@ -462,16 +478,16 @@ def test_an_assignment_from_the_queue_sets_the_agent() -> None:
 def test_linked_feedback_is_kept_once_and_raises_the_priority() -> None:
     case = opened(Priority.P3)
     urgent = routed(Priority.P1).model_copy(update={"linked_to": "case-1"})
-    linked = written(decide_routed(case, urgent, NOW, POLICY))
+    linked = written(decide_routed(case, urgent, NOW, POLICY, OUTREACH))
     assert linked.priority is Priority.P1
     assert [f.feedback_id for f in linked.linked_feedback] == [urgent.feedback.feedback_id]
     assert len(linked.callbacks) == 1
-    assert not decide_routed(linked, urgent, NOW, POLICY).writes
+    assert not decide_routed(linked, urgent, NOW, POLICY, OUTREACH).writes
 
 
 def test_feedback_linked_to_a_case_not_stored_yet_is_refused() -> None:
     linked = routed().model_copy(update={"linked_to": "case-1"})
-    decision = decide_routed(None, linked, NOW, POLICY)
+    decision = decide_routed(None, linked, NOW, POLICY, OUTREACH)
     assert decision.refusal == NotFound("feedback linked to unknown case case-1")
 
 

@@ -38,6 +38,10 @@ LAYOUT = [
     "resolutions",
     "surveys",
     "linked_feedback",
+    "promises",
+    "notices",
+    "last_update_at",
+    "update_requested_at",
     "outcome",
     "timeline",
     "created_at",
@@ -75,7 +79,7 @@ def test_a_decision_becomes_pushes_for_what_lists_gained_and_sets_for_what_chang
     assert set(update) == {"$set", "$push"}
     assert set(update["$push"]) == {"responses", "timeline"}
     assert len(update["$push"]["timeline"]["$each"]) == 1
-    assert set(update["$set"]) == {"first_response_at", "sla.first_response"}
+    assert set(update["$set"]) == {"first_response_at", "sla.first_response", "last_update_at"}
     assert delta(to_document(after), to_document(after)) == {}
 
 

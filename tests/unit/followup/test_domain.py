@@ -28,6 +28,7 @@ from services.followup.domain import (
     warning_is_useful,
     warning_time,
 )
+from services.followup.outreach import load_outreach
 from services.followup.policy import (
     CallbackPolicy,
     FollowupPolicy,
@@ -47,6 +48,7 @@ from tests.support import a_classification, a_feedback, a_routing
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
+OUTREACH = load_outreach()
 POLICY = FollowupPolicy(
     callbacks=CallbackPolicy(
         after_routing_hours={Priority.P1: 1, Priority.P2: 4, Priority.P3: 24, Priority.P4: 48},
@@ -260,7 +262,7 @@ def test_a_reroute_replaces_owner_deadlines_timers_and_the_pending_callback() ->
         first_response_due=later + timedelta(hours=1),
         resolution_due=later + timedelta(hours=8),
     )
-    change = decide_routed(case, again, later, POLICY)
+    change = decide_routed(case, again, later, POLICY, OUTREACH)
     after = changed(change)
     assert (after.priority, after.team, after.agent, after.generation) == (
         "P1",
@@ -283,18 +285,18 @@ def test_a_reroute_replaces_owner_deadlines_timers_and_the_pending_callback() ->
 def test_a_reroute_of_a_resolved_case_changes_the_owner_but_starts_no_timers() -> None:
     case, _ = new_case(routed(), NOW, POLICY)
     case.status = "resolved"
-    change = decide_routed(case, routed(reroute_count=1), NOW, POLICY)
+    change = decide_routed(case, routed(reroute_count=1), NOW, POLICY, OUTREACH)
     assert change.schedule == () and changed(change).sla == case.sla
 
 
 def test_linked_feedback_raises_the_priority_only_when_more_urgent() -> None:
     case, _ = new_case(routed(Priority.P3), NOW, POLICY)
     urgent = routed(Priority.P1).model_copy(update={"linked_to": "case-1"})
-    linked = changed(decide_routed(case, urgent, NOW, POLICY))
+    linked = changed(decide_routed(case, urgent, NOW, POLICY, OUTREACH))
     assert linked.priority is Priority.P1
     assert [f.feedback_id for f in linked.linked_feedback] == [urgent.feedback.feedback_id]
     calm = routed(Priority.P4).model_copy(update={"linked_to": "case-1"})
-    assert changed(decide_routed(case, calm, NOW, POLICY)).priority is Priority.P3
+    assert changed(decide_routed(case, calm, NOW, POLICY, OUTREACH)).priority is Priority.P3
 
 
 def test_escalation_asks_for_one_step_higher_and_p1_stays_p1() -> None:
