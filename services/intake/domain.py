@@ -3,6 +3,11 @@
 Every channel adapter (``services.intake.channels``) turns its own format into the
 arguments of :func:`assemble`, which derives the feedback id, detects the language and
 builds the Feedback. The generic ``POST /v1/feedback`` body is :class:`FeedbackIn`.
+
+What the customer asked for (an expected outcome, a time it is expected by) and the
+customer's time zone come with every channel, optionally: :data:`OutcomeIn` and
+:data:`ExpectedByIn` read them in the channels' models, :func:`expected_by_in_utc`
+puts the time in UTC and :func:`assemble` refuses one before the feedback was received.
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import Annotated, Any
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import to_json
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError, to_json
 
 from shared.contracts import (
     MAX_METADATA_DEPTH,
@@ -26,6 +38,7 @@ from shared.contracts import (
     Channel,
     Customer,
     CustomerTier,
+    ExpectedOutcome,
     Feedback,
     UtcDatetime,
     error_message,
@@ -65,6 +78,55 @@ class Source:
     max_text_chars: int = MAX_TEXT_CHARS
 
 
+# --- what the customer asked for -------------------------------------------------------
+
+OUTCOMES = ", ".join(outcome.value for outcome in ExpectedOutcome)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def expected_outcome_of(value: str | None) -> ExpectedOutcome | None:
+    """An expected outcome as a channel gives it: trimmed, in any case; blank is none.
+    A ValueError naming the outcomes there are for anything else."""
+    if value is None:
+        return None
+    wanted = value.strip().lower()
+    if not wanted:
+        return None
+    try:
+        return ExpectedOutcome(wanted)
+    except ValueError:
+        raise ValueError(f"unknown expected outcome {value.strip()!r}: one of {OUTCOMES}") from None
+
+
+def _outcome(value: Any) -> Any:
+    # Strings are read here; anything else is left to the enum, whose error lists them too.
+    if not isinstance(value, str):
+        return value
+    try:
+        return expected_outcome_of(value)
+    except ValueError as exc:
+        raise PydanticCustomError("expected_outcome", "{reason}", {"reason": str(exc)}) from None
+
+
+def end_of_day_if_date(value: Any) -> Any:
+    """A date alone (``2026-03-20``, what a form's date input sends) as the last second
+    of that day, still without an offset: "by the 20th" means before the 20th is over."""
+    if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+        try:
+            day = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value  # not a date (2026-02-30): the datetime's own error says so
+        return datetime.combine(day, time(23, 59, 59))
+    return value
+
+
+# The expected outcome of a channel's model: trimmed and case-insensitive, blank is none.
+OutcomeIn = Annotated[ExpectedOutcome | None, BeforeValidator(_outcome)]
+# The expected-by time of a channel's model: a date alone is the end of that day; without
+# an offset it is read as the channel's other timestamps are (see expected_by_in_utc).
+ExpectedByIn = Annotated[datetime | None, BeforeValidator(end_of_day_if_date)]
+
+
 class FeedbackIn(BaseModel):
     """The generic feedback a channel integration posts to ``POST /v1/feedback``."""
 
@@ -75,9 +137,16 @@ class FeedbackIn(BaseModel):
                 {
                     "channel": "web",
                     "external_id": "form-20260311-0042",
-                    "customer": {"id": "C-1001", "email": "li.wei@example.com", "tier": "vip"},
+                    "customer": {
+                        "id": "C-1001",
+                        "email": "li.wei@example.com",
+                        "tier": "vip",
+                        "time_zone": "Asia/Shanghai",
+                    },
                     "text": "The washing machine I bought last week leaks water everywhere.",
                     "received_at": "2026-03-11T09:30:00+08:00",
+                    "expected_outcome": "repair",
+                    "expected_by": "2026-03-14T18:00:00+08:00",
                 }
             ]
         },
@@ -99,6 +168,14 @@ class FeedbackIn(BaseModel):
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
     attachments: list[Attachment] = Field(default_factory=list, max_length=50)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    expected_outcome: OutcomeIn = Field(
+        default=None,
+        description=f"What the customer asked for: {OUTCOMES} (any case)",
+    )
+    expected_by: UtcDatetime | None = Field(
+        default=None,
+        description="By when the customer expects it; with a time zone, not before received_at",
+    )
 
     @field_validator("text")
     @classmethod
@@ -257,10 +334,9 @@ def content_fingerprint(customer_key: str, text: str, received_at: datetime) -> 
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def to_utc(value: datetime, source: Source, field: str) -> datetime:
-    """A source timestamp in UTC. A timestamp without an offset is in the integration's
-    time zone; without one configured it is refused rather than guessed. One more than
-    :data:`MAX_FUTURE_SKEW` ahead of ``source.now``, or before 1970, is refused."""
+def _in_utc(value: datetime, source: Source, field: str) -> datetime:
+    """A timestamp in UTC; without an offset it is in the integration's time zone, and
+    without one configured it is refused rather than guessed."""
     if value.tzinfo is None or value.utcoffset() is None:
         if source.timezone is None:
             raise Invalid(
@@ -268,14 +344,28 @@ def to_utc(value: datetime, source: Source, field: str) -> datetime:
             )
         value = value.replace(tzinfo=source.timezone)
     try:
-        utc = value.astimezone(UTC)
+        return value.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
         raise Invalid(field, "is out of range") from exc
+
+
+def to_utc(value: datetime, source: Source, field: str) -> datetime:
+    """A source timestamp in UTC. A timestamp without an offset is in the integration's
+    time zone; without one configured it is refused rather than guessed. One more than
+    :data:`MAX_FUTURE_SKEW` ahead of ``source.now``, or before 1970, is refused."""
+    utc = _in_utc(value, source, field)
     if utc - source.now > MAX_FUTURE_SKEW:
         raise Invalid(field, "is more than a day in the future")
     if utc < EARLIEST_TIMESTAMP:
         raise Invalid(field, "is before 1970-01-01")
     return utc
+
+
+def expected_by_in_utc(value: datetime | None, source: Source, field: str) -> datetime | None:
+    """The time the customer expects something by, in UTC, read as the channel's other
+    timestamps are (without an offset: in the integration's time zone, or refused). It
+    may be any time ahead; :func:`assemble` refuses one before the feedback was received."""
+    return None if value is None else _in_utc(value, source, field)
 
 
 def e164(number: str, region: str | None, field: str) -> str:
@@ -299,10 +389,12 @@ def build_customer(
     handle: str | None = None,
     name: str | None = None,
     tier: CustomerTier | str | None = None,
+    time_zone: str | None = None,
     field: str = "customer",
     names: Mapping[str, str] | None = None,
 ) -> Customer:
-    """The customer as the channel knows them: phone in E.164, blank values dropped.
+    """The customer as the channel knows them: phone in E.164, blank values dropped, the
+    time zone an IANA name.
 
     Errors name ``<field>.<attribute>``, or the channel's own field name from ``names``
     (e.g. ``{"phone": "caller_number"}``)."""
@@ -317,6 +409,7 @@ def build_customer(
         "email": _blank_to_none(email),
         "handle": _blank_to_none(handle),
         "name": _blank_to_none(name),
+        "time_zone": _blank_to_none(time_zone),
     }
     if values["email"] is not None and not _looks_like_email(values["email"]):
         raise Invalid(name_of("email"), "is not an e-mail address")
@@ -339,7 +432,7 @@ def already_normal(customer: Customer) -> bool:
     the validated customer is kept as it is."""
     if customer.phone is not None:
         return False
-    for value in (customer.id, customer.email, customer.handle, customer.name):
+    for value in (customer.id, customer.email, customer.handle, customer.name, customer.time_zone):
         if value is not None and (not value or value != value.strip()):
             return False
     return customer.email is None or _looks_like_email(customer.email)
@@ -388,11 +481,16 @@ def assemble(
     attachments: Iterable[Attachment] = (),
     metadata: Mapping[str, Any] | None = None,
     text_field: str = "text",
+    expected_outcome: ExpectedOutcome | None = None,
+    expected_by: datetime | None = None,
+    expected_by_field: str = "expected_by",
 ) -> Feedback:
-    """One Feedback; ``received_at`` must already be in UTC (see :func:`to_utc`).
+    """One Feedback; ``received_at`` and ``expected_by`` must already be in UTC (see
+    :func:`to_utc`, :func:`expected_by_in_utc`).
 
     Text longer than the limit is cut and flagged ``metadata.text_truncated`` rather
-    than refused, so that a long mail or call is never lost.
+    than refused, so that a long mail or call is never lost. An ``expected_by`` before
+    the feedback was received is refused, naming ``expected_by_field``.
     """
     text = text.strip()
     if not has_visible_character(text):
@@ -401,13 +499,9 @@ def assemble(
     if len(text) > source.max_text_chars:
         text = text[: source.max_text_chars].rstrip()
         extra["text_truncated"] = True
-    subject = _blank_to_none(subject)
-    if subject is not None and not has_visible_character(subject):
-        subject = None
-    if subject is not None and len(subject) > MAX_SUBJECT_CHARS:
-        subject = subject[:MAX_SUBJECT_CHARS]
     ingested = source.now.astimezone(UTC)
     received = received_at or ingested
+    check_expected_by(expected_by, received, expected_by_field)
     customer_key = customer.key  # a SHA-256 each time it is read
     fid = feedback_id(
         channel,
@@ -422,13 +516,34 @@ def assemble(
         customer=customer,
         customer_key=customer_key,
         text=text,
-        subject=subject,
+        subject=_shown_subject(subject),
         language=language_of(language, text),
         received_at=received,
         ingested_at=ingested,
         attachments=list(attachments),
         metadata=extra,
+        expected_outcome=expected_outcome,
+        expected_by=expected_by,
     )
+
+
+def _shown_subject(subject: str | None) -> str | None:
+    """The subject trimmed and cut to its limit; none when it shows nothing."""
+    subject = _blank_to_none(subject)
+    if subject is None or not has_visible_character(subject):
+        return None
+    return subject[:MAX_SUBJECT_CHARS]
+
+
+def check_expected_by(expected_by: datetime | None, received_at: datetime, field: str) -> None:
+    """Refuse a time the customer expects something by that is before the feedback was
+    received: a wrong date (or the wrong offset), not a wish."""
+    if expected_by is not None and expected_by < received_at:
+        raise Invalid(
+            field,
+            "is before the feedback was received "
+            f"({received_at.isoformat().replace('+00:00', 'Z')})",
+        )
 
 
 def normalise(
@@ -457,6 +572,7 @@ def normalise_from(item: FeedbackIn, source: Source) -> Feedback:
             handle=given.handle,
             name=given.name,
             tier=given.tier,
+            time_zone=given.time_zone,
         )
     )
     received_at = to_utc(item.received_at, source, "received_at") if item.received_at else None
@@ -472,4 +588,6 @@ def normalise_from(item: FeedbackIn, source: Source) -> Feedback:
         language=item.language,
         attachments=item.attachments,
         metadata=item.metadata,
+        expected_outcome=item.expected_outcome,
+        expected_by=expected_by_in_utc(item.expected_by, source, "expected_by"),
     )

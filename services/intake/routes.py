@@ -132,7 +132,10 @@ async def post_web(request: Request, posted: Annotated[WebPost, Depends(web_post
     "GB2312 and GB18030. HTML-only mail is turned into text; quoted earlier messages "
     "and the signature are removed; the subject is kept. Attachments are kept as "
     "metadata (name, type, size) only. `From` is the customer, `Date` the time "
-    "received, `Message-ID` the message id.",
+    "received, `Message-ID` the message id. Optional headers of the mail, added by the "
+    "system that wrote or passed it on: `X-Closeloop-Expected-Outcome` (what the customer "
+    "asks for), `X-Closeloop-Expected-By` (by when: ISO 8601 or as in `Date`) and "
+    "`X-Closeloop-Customer-Time-Zone` (an IANA name).",
     responses=openapi.problem_responses(403),
     openapi_extra=openapi.operation({RFC822: openapi.raw_email_body()}),
 )

@@ -7,7 +7,17 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.channels.social import PLATFORM_PATTERN
-from services.intake.domain import Source, assemble, build_customer, join_texts, to_utc
+from services.intake.domain import (
+    OUTCOMES,
+    ExpectedByIn,
+    OutcomeIn,
+    Source,
+    assemble,
+    build_customer,
+    expected_by_in_utc,
+    join_texts,
+    to_utc,
+)
 from shared.contracts import Channel, Feedback
 
 
@@ -43,10 +53,26 @@ class AppReview(BaseModel):
     language: str | None = Field(default=None, max_length=35)
     created_at: datetime
     url: str | None = Field(default=None, max_length=2_000)
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The reviewer's IANA time zone, if known"
+    )
+    expected_outcome: OutcomeIn = Field(
+        default=None, description=f"What the reviewer asks for, if the scraper tells: {OUTCOMES}"
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the reviewer expects it: like created_at, or a date alone (the "
+        "end of that day); not before the review was created",
+    )
 
 
 def to_feedback(review: AppReview, source: Source) -> Feedback:
-    customer = build_customer(source, handle=review.author, names={"handle": "author"})
+    customer = build_customer(
+        source,
+        handle=review.author,
+        time_zone=review.time_zone,
+        names={"handle": "author", "time_zone": "time_zone"},
+    )
     metadata: dict[str, object] = {"store": review.store, "rating": review.rating}
     for key in ("app_version", "country", "url"):
         value = getattr(review, key)
@@ -65,4 +91,6 @@ def to_feedback(review: AppReview, source: Source) -> Feedback:
         language=review.language,
         metadata=metadata,
         text_field="body",
+        expected_outcome=review.expected_outcome,
+        expected_by=expected_by_in_utc(review.expected_by, source, "expected_by"),
     )

@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake.domain import Invalid, Source, assemble, build_customer, join_texts, to_utc
+from services.intake.domain import (
+    OUTCOMES,
+    ExpectedByIn,
+    Invalid,
+    OutcomeIn,
+    Source,
+    assemble,
+    build_customer,
+    expected_by_in_utc,
+    join_texts,
+    to_utc,
+)
 from shared.contracts import Channel, CustomerTier, Feedback
 
 
@@ -20,6 +31,9 @@ class ChatCustomer(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=40)
     tier: CustomerTier | None = None
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The customer's IANA time zone, e.g. Asia/Shanghai"
+    )
 
 
 class ChatMessage(BaseModel):
@@ -39,7 +53,11 @@ class ChatConversation(BaseModel):
                 {
                     "conversation_id": "chat-7f3a9c",
                     "platform": "wechat",
-                    "customer": {"handle": "wx_liwei88", "name": "Li Wei"},
+                    "customer": {
+                        "handle": "wx_liwei88",
+                        "name": "Li Wei",
+                        "time_zone": "Asia/Shanghai",
+                    },
                     "messages": [
                         {
                             "sender": "bot",
@@ -62,6 +80,8 @@ class ChatConversation(BaseModel):
                             "sent_at": "2026-03-11T10:01:40+08:00",
                         },
                     ],
+                    "expected_outcome": "explanation",
+                    "expected_by": "2026-03-11T18:00:00+08:00",
                 }
             ]
         },
@@ -74,6 +94,15 @@ class ChatConversation(BaseModel):
     customer: ChatCustomer
     language: str | None = Field(default=None, max_length=35)
     messages: list[ChatMessage] = Field(min_length=1, max_length=2_000)
+    expected_outcome: OutcomeIn = Field(
+        default=None,
+        description=f"What the customer asked for (a pre-chat form, the bot): {OUTCOMES}",
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the customer expects it: like sent_at, or a date alone (the end "
+        "of that day); not before the customer's first message",
+    )
 
 
 def to_feedback(chat: ChatConversation, source: Source) -> Feedback:
@@ -86,6 +115,7 @@ def to_feedback(chat: ChatConversation, source: Source) -> Feedback:
         email=given.email,
         phone=given.phone,
         tier=given.tier,
+        time_zone=given.time_zone,
     )
     timed = sorted(
         (
@@ -116,4 +146,6 @@ def to_feedback(chat: ChatConversation, source: Source) -> Feedback:
         language=chat.language,
         metadata=metadata,
         text_field="messages",
+        expected_outcome=chat.expected_outcome,
+        expected_by=expected_by_in_utc(chat.expected_by, source, "expected_by"),
     )

@@ -4,7 +4,9 @@ MIME structure, quoted-printable and base64 are undone by the standard library's
 parser; headers and bodies are decoded here because mail in the wild labels GBK text
 as GB2312. HTML-only mail becomes text in one pass of libxml2's HTML parser (lxml);
 quoted replies and signatures are cut with mail-parser-reply. Attachments become
-metadata only.
+metadata only. What the customer asked for and their time zone, when the system that
+wrote the mail knew them, are in headers of the mail (:data:`EXPECTED_OUTCOME_HEADER`,
+:data:`EXPECTED_BY_HEADER`, :data:`TIME_ZONE_HEADER`), signed with the rest of it.
 
 Every step's work is bounded before it starts: the parts that nest (multipart sections
 and attached messages) are counted in the raw bytes before the standard library's
@@ -20,7 +22,7 @@ import contextlib
 import itertools
 import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.errors import HeaderParseError
 from email.header import decode_header
@@ -30,8 +32,24 @@ from email.utils import getaddresses, parsedate_to_datetime
 from lxml import etree
 from mailparser_reply.parser import EmailMessage
 
-from services.intake.domain import Invalid, Source, assemble, build_customer, tidy_text, to_utc
-from shared.contracts import Attachment, Channel, Feedback
+from services.intake.domain import (
+    Invalid,
+    Source,
+    assemble,
+    build_customer,
+    end_of_day_if_date,
+    expected_by_in_utc,
+    expected_outcome_of,
+    tidy_text,
+    to_utc,
+)
+from shared.contracts import Attachment, Channel, ExpectedOutcome, Feedback
+
+# Headers of the mail (not of the HTTP request) that a form-to-mail system or the mail
+# gateway adds: what the customer asked for, by when, and the customer's time zone.
+EXPECTED_OUTCOME_HEADER = "X-Closeloop-Expected-Outcome"
+EXPECTED_BY_HEADER = "X-Closeloop-Expected-By"
+TIME_ZONE_HEADER = "X-Closeloop-Customer-Time-Zone"
 
 # Labels whose text is, in practice, often a superset: decode with the superset.
 _CHARSET_SUPERSETS = {
@@ -302,6 +320,44 @@ def _received_at(message: Message, source: Source) -> datetime | None:
         return None  # a sender's clock far ahead is no reason to lose the mail either
 
 
+def _expected_outcome(message: Message) -> ExpectedOutcome | None:
+    try:
+        return expected_outcome_of(
+            decode_header_value(raw_header(message, EXPECTED_OUTCOME_HEADER))
+        )
+    except ValueError as exc:
+        raise Invalid(EXPECTED_OUTCOME_HEADER, str(exc)) from None
+
+
+def _expected_by(message: Message, source: Source) -> datetime | None:
+    """The expected-by header in UTC: ISO 8601 (without an offset: in the integration's
+    time zone, or refused; a date alone: the end of that day) or a date as in ``Date``
+    (``-0000``: UTC). Unlike ``Date``, which falls back to now, an unreadable one is
+    refused: there is nothing to fall back on."""
+    value = decode_header_value(raw_header(message, EXPECTED_BY_HEADER))
+    if not value:
+        return None
+    parsed = end_of_day_if_date(value)
+    if isinstance(parsed, str):
+        try:
+            parsed = datetime.fromisoformat(parsed)
+        except ValueError:
+            parsed = _rfc5322_time(parsed)
+    return expected_by_in_utc(parsed, source, EXPECTED_BY_HEADER)
+
+
+def _rfc5322_time(value: str) -> datetime:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        raise Invalid(
+            EXPECTED_BY_HEADER,
+            "is not a date and time: ISO 8601 (2026-03-20T18:00:00+08:00) or as in a Date header",
+        ) from None
+    # RFC 5322: "-0000" is UTC with no information about the local zone.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def _sender(message: Message) -> tuple[str, str]:
     raw = raw_header(message, "From") or raw_header(message, "Sender")
     if not raw:
@@ -367,7 +423,14 @@ def parse_email(raw: bytes, source: Source) -> Feedback:
     if not message.keys():
         raise Invalid("(body)", "not an RFC 5322 message: it has no header fields")
     name, address = _sender(message)
-    customer = build_customer(source, email=address, name=name[:200] or None, field="From")
+    customer = build_customer(
+        source,
+        email=address,
+        name=name[:200] or None,
+        time_zone=decode_header_value(raw_header(message, TIME_ZONE_HEADER)) or None,
+        field="From",
+        names={"time_zone": TIME_ZONE_HEADER},
+    )
     plain, html, attachments, omitted = _parts(message)
 
     # The latest reply is at the top: a bounded prefix is all the text that can be kept,
@@ -394,4 +457,7 @@ def parse_email(raw: bytes, source: Source) -> Feedback:
         attachments=attachments,
         metadata=metadata,
         text_field="(body)",
+        expected_outcome=_expected_outcome(message),
+        expected_by=_expected_by(message, source),
+        expected_by_field=EXPECTED_BY_HEADER,
     )

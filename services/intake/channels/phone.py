@@ -9,9 +9,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.domain import (
+    OUTCOMES,
+    ExpectedByIn,
+    OutcomeIn,
     Source,
     assemble,
     build_customer,
+    expected_by_in_utc,
     join_texts,
     to_utc,
 )
@@ -35,6 +39,9 @@ class KnownCaller(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320)
     tier: CustomerTier | None = None
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The customer's IANA time zone, e.g. Asia/Shanghai"
+    )
 
 
 class CallRecord(BaseModel):
@@ -51,7 +58,7 @@ class CallRecord(BaseModel):
                     "queue": "after-sales",
                     "started_at": "2026-03-11T14:02:11+08:00",
                     "duration_s": 312,
-                    "customer": {"id": "C-1001", "tier": "vip"},
+                    "customer": {"id": "C-1001", "tier": "vip", "time_zone": "Asia/Shanghai"},
                     "transcript": [
                         {"speaker": "agent", "text": "您好，这里是客服中心。", "start_s": 0},
                         {
@@ -62,6 +69,8 @@ class CallRecord(BaseModel):
                         {"speaker": "agent", "text": "非常抱歉，我帮您登记。", "start_s": 11.0},
                         {"speaker": "customer", "text": "今天必须给我解决！", "start_s": 14.5},
                     ],
+                    "expected_outcome": "repair",
+                    "expected_by": "2026-03-12T18:00:00+08:00",
                 }
             ]
         },
@@ -80,6 +89,15 @@ class CallRecord(BaseModel):
     customer: KnownCaller | None = None
     language: str | None = Field(default=None, max_length=35)
     transcript: list[Turn] = Field(min_length=1, max_length=5_000)
+    expected_outcome: OutcomeIn = Field(
+        default=None,
+        description=f"What the customer asked for, as the agent recorded it: {OUTCOMES}",
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the customer expects it: like started_at, or a date alone "
+        "(the end of that day); not before the call started",
+    )
 
 
 def to_feedback(call: CallRecord, source: Source) -> Feedback:
@@ -90,6 +108,7 @@ def to_feedback(call: CallRecord, source: Source) -> Feedback:
         name=known.name,
         email=known.email,
         tier=known.tier,
+        time_zone=known.time_zone,
         phone=call.caller_number,
         names={"phone": "caller_number", "id": "customer.id", "email": "customer.email"},
     )
@@ -116,4 +135,6 @@ def to_feedback(call: CallRecord, source: Source) -> Feedback:
         language=call.language,
         metadata=metadata,
         text_field="transcript",
+        expected_outcome=call.expected_outcome,
+        expected_by=expected_by_in_utc(call.expected_by, source, "expected_by"),
     )

@@ -7,7 +7,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.intake.domain import Source, assemble, build_customer, to_utc
+from services.intake.domain import (
+    OUTCOMES,
+    ExpectedByIn,
+    OutcomeIn,
+    Source,
+    assemble,
+    build_customer,
+    expected_by_in_utc,
+    to_utc,
+)
 from shared.contracts import Channel, Feedback
 
 
@@ -45,6 +54,17 @@ class SmsMessage(BaseModel):
     received_at: datetime | None = None
     text: str | None = Field(default=None, max_length=20_000, description="A single-part message")
     segments: list[Segment] = Field(default_factory=list, max_length=255)
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The sender's IANA time zone, e.g. Asia/Shanghai"
+    )
+    expected_outcome: OutcomeIn = Field(
+        default=None, description=f"What the sender asks for, if the gateway tells: {OUTCOMES}"
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the sender expects it: like received_at, or a date alone (the "
+        "end of that day); not before the message was received",
+    )
 
     @model_validator(mode="after")
     def _text_or_segments(self) -> SmsMessage:
@@ -64,7 +84,12 @@ def concatenate(segments: list[Segment]) -> tuple[str, list[int]]:
 
 
 def to_feedback(sms: SmsMessage, source: Source) -> Feedback:
-    customer = build_customer(source, phone=sms.sender, names={"phone": "sender"})
+    customer = build_customer(
+        source,
+        phone=sms.sender,
+        time_zone=sms.time_zone,
+        names={"phone": "sender", "time_zone": "time_zone"},
+    )
     metadata: dict[str, object] = {}
     if sms.segments:
         text, missing = concatenate(sms.segments)
@@ -86,4 +111,6 @@ def to_feedback(sms: SmsMessage, source: Source) -> Feedback:
         external_id=sms.message_id,
         metadata=metadata,
         text_field="segments" if sms.segments else "text",
+        expected_outcome=sms.expected_outcome,
+        expected_by=expected_by_in_utc(sms.expected_by, source, "expected_by"),
     )

@@ -8,7 +8,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake.domain import Source, assemble, build_customer, to_utc
+from services.intake.domain import (
+    OUTCOMES,
+    ExpectedByIn,
+    OutcomeIn,
+    Source,
+    assemble,
+    build_customer,
+    expected_by_in_utc,
+    to_utc,
+)
 from shared.contracts import Channel, Feedback
 
 PLATFORM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,49}$"
@@ -21,6 +30,9 @@ class Author(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     followers: int = Field(default=0, ge=0, description="Reach: how many people follow them")
     verified: bool = False
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The author's IANA time zone, if the profile says"
+    )
 
 
 class ReplyTo(BaseModel):
@@ -61,6 +73,14 @@ class SocialPost(BaseModel):
     )
     created_at: datetime
     language: str | None = Field(default=None, max_length=35)
+    expected_outcome: OutcomeIn = Field(
+        default=None, description=f"What the author asks for, if the listener tells: {OUTCOMES}"
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the author expects it: like created_at, or a date alone (the end "
+        "of that day); not before the post was created",
+    )
 
 
 def to_feedback(post: SocialPost, source: Source) -> Feedback:
@@ -68,7 +88,8 @@ def to_feedback(post: SocialPost, source: Source) -> Feedback:
         source,
         handle=post.author.handle,
         name=post.author.name,
-        names={"handle": "author.handle", "name": "author.name"},
+        time_zone=post.author.time_zone,
+        names={"handle": "author.handle", "name": "author.name", "time_zone": "author.time_zone"},
     )
     public = post.public if post.public is not None else post.kind != "direct_message"
     metadata: dict[str, object] = {
@@ -92,4 +113,6 @@ def to_feedback(post: SocialPost, source: Source) -> Feedback:
         external_id=f"{post.platform}:{post.post_id}",
         language=post.language,
         metadata=metadata,
+        expected_outcome=post.expected_outcome,
+        expected_by=expected_by_in_utc(post.expected_by, source, "expected_by"),
     )

@@ -11,10 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.intake.domain import (
     MAX_SUBJECT_CHARS,
     MAX_TEXT_CHARS,
+    OUTCOMES,
+    ExpectedByIn,
     Invalid,
+    OutcomeIn,
     Source,
     assemble,
     build_customer,
+    expected_by_in_utc,
     key_problem,
     to_utc,
 )
@@ -38,10 +42,13 @@ class WebForm(BaseModel):
                     "name": "Li Wei",
                     "email": "li.wei@example.com",
                     "phone": "138 0013 8000",
+                    "time_zone": "Asia/Shanghai",
                     "subject": "Washing machine leaks",
                     "message": "The washing machine I bought last week leaks water everywhere.",
                     "page_url": "https://shop.example.com/orders/20260304-1187",
                     "submitted_at": "2026-03-11T09:30:00+08:00",
+                    "expected_outcome": "repair",
+                    "expected_by": "2026-03-14",
                     "fields": {"order_number": "20260304-1187"},
                 }
             ]
@@ -57,6 +64,9 @@ class WebForm(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=40)
     tier: CustomerTier | None = None
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="The customer's IANA time zone, e.g. Asia/Shanghai"
+    )
     subject: str | None = Field(default=None, max_length=MAX_SUBJECT_CHARS)
     message: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What was typed")
     page_url: str | None = Field(default=None, max_length=2_000)
@@ -64,6 +74,14 @@ class WebForm(BaseModel):
         default=None, description="With an offset, or in the integration's timezone"
     )
     language: str | None = Field(default=None, max_length=35)
+    expected_outcome: OutcomeIn = Field(
+        default=None, description=f"What the customer asks for: {OUTCOMES} (any case)"
+    )
+    expected_by: ExpectedByIn = Field(
+        default=None,
+        description="By when the customer expects it: like submitted_at, or a date alone "
+        "(the end of that day); not before the form was submitted",
+    )
     fields: dict[str, FieldValue] = Field(
         default_factory=dict, max_length=100, description="Other form fields, kept as metadata"
     )
@@ -108,6 +126,7 @@ def to_feedback(form: WebForm, source: Source, attachments: Sequence[Attachment]
         phone=form.phone,
         name=form.name,
         tier=form.tier,
+        time_zone=form.time_zone,
         field="",
         names={"id": "customer_id"},
     )
@@ -131,6 +150,8 @@ def to_feedback(form: WebForm, source: Source, attachments: Sequence[Attachment]
         attachments=attachments,
         metadata=metadata,
         text_field="message",
+        expected_outcome=form.expected_outcome,
+        expected_by=expected_by_in_utc(form.expected_by, source, "expected_by"),
     )
 
 

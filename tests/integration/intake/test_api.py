@@ -8,8 +8,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -271,6 +273,254 @@ async def test_malformed_json_is_a_422_not_a_500(intake: httpx.AsyncClient) -> N
     )
     assert response.status_code == 422
     assert response.json()["title"] == "Invalid request"
+
+
+# --- what the customer asked for, and their time zone -----------------------------------
+
+# Every channel's input carries them; the times are sent in Shanghai time (+08:00, or
+# without an offset where the channel reads such times in the integration's zone, which
+# is Asia/Shanghai for the test-open integration) and published in UTC.
+OUTCOMES = "refund, replacement, repair, apology, explanation, compensation, other"
+EXPECTED_BY_UTC = (datetime.now(UTC) + timedelta(days=30)).replace(second=0, microsecond=0)
+EXPECTED_BY_LOCAL = EXPECTED_BY_UTC.astimezone(ZoneInfo("Asia/Shanghai"))
+EXPECTED_BY = EXPECTED_BY_LOCAL.isoformat()
+EXPECTED_BY_NAIVE = EXPECTED_BY_LOCAL.replace(tzinfo=None).isoformat()
+ZONE = "Asia/Shanghai"
+
+
+def json_post(path: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return path, {"json": body}
+
+
+def mail_post(run: str, *headers: str) -> tuple[str, dict[str, Any]]:
+    mail = "\r\n".join(
+        [
+            "From: Li Wei <li.wei@example.com>",
+            "To: support@example.com",
+            "Subject: refund",
+            f"Message-ID: <{run}@mail.example.com>",
+            *headers,
+            "",
+            "Where is my refund? I was charged twice.",
+        ]
+    )
+    return "/v1/channels/email", {
+        "content": mail.encode(),
+        "headers": {"content-type": "message/rfc822"},
+    }
+
+
+def asking_post(channel: str, run: str) -> tuple[str, dict[str, Any]]:
+    """A post of ``channel`` (web-form for form fields) asking for a refund by EXPECTED_BY,
+    from a customer in Asia/Shanghai, each value in the channel's own place."""
+    asked = {"expected_outcome": " Refund ", "expected_by": EXPECTED_BY}
+    if channel == "generic":
+        customer = {"email": f"{run}@example.com", "time_zone": ZONE}
+        return json_post(
+            "/v1/feedback", {**COMPLAINT, "external_id": run, "customer": customer, **asked}
+        )
+    if channel == "web-form":
+        form = {
+            "submission_id": run,
+            "email": "li.wei@example.com",
+            "message": "The dryer burns my clothes.",
+            "time_zone": ZONE,
+            "expected_outcome": "REFUND",
+            "expected_by": EXPECTED_BY_NAIVE,
+        }
+        return "/v1/channels/web", {"data": form}
+    if channel == "email":
+        return mail_post(
+            run,
+            "X-Closeloop-Expected-Outcome: Refund",
+            f"X-Closeloop-Expected-By: {EXPECTED_BY}",
+            f"X-Closeloop-Customer-Time-Zone: {ZONE}",
+        )
+    fixture, message_id = CHANNEL_FIXTURES[channel]
+    body = {**json.loads(fixture_bytes(fixture)), message_id: run, **asked}
+    if "customer" in body:  # phone, chat
+        body["customer"] = {**body["customer"], "time_zone": ZONE}
+    elif "author" in body and isinstance(body["author"], dict):  # social
+        body["author"] = {**body["author"], "time_zone": ZONE}
+    else:  # web, sms, app-review: the customer's fields are the message's own
+        body["time_zone"] = ZONE
+    return json_post(f"/v1/channels/{channel}", body)
+
+
+# The JSON channels: their fixture and the field of the channel's message id.
+CHANNEL_FIXTURES = {
+    "web": ("web_form.json", "submission_id"),
+    "phone": ("phone_call.json", "call_id"),
+    "chat": ("chat_conversation.json", "conversation_id"),
+    "social": ("social_mention.json", "post_id"),
+    "sms": ("sms_three_segments.json", "message_id"),
+    "app-review": ("app_review.json", "review_id"),
+}
+ASKING = ["generic", "web", "web-form", "email", "phone", "chat", "social", "sms", "app-review"]
+
+
+@pytest.mark.parametrize("channel", ASKING)
+async def test_every_channel_carries_what_the_customer_asked_for_into_the_event(
+    intake: httpx.AsyncClient, received: TopicReader, channel: str
+) -> None:
+    path, request = asking_post(channel, f"ask-{uuid.uuid4().hex}")
+    headers = {**OPEN, **request.pop("headers", {})}
+    response = await intake.post(path, headers=headers, **request)
+    assert response.status_code == 202, response.text
+    feedback_id = response.json()["feedback_id"]
+    feedback = (await published(received, feedback_id)).data.feedback
+    assert feedback.expected_outcome == "refund"
+    assert feedback.expected_by == EXPECTED_BY_UTC
+    assert feedback.customer.time_zone == ZONE
+    # On the wire: the outcome's value and the time in UTC.
+    record = next(r for r in received.records if feedback_id.encode() in (r.value or b""))
+    wire = json.loads(record.value or b"{}")["feedback"]
+    assert wire["expected_outcome"] == "refund"
+    assert datetime.fromisoformat(wire["expected_by"]).utcoffset() == timedelta(0)
+    assert wire["customer"]["time_zone"] == ZONE
+
+
+async def test_a_batch_item_carries_them_and_a_bad_one_is_refused_naming_its_field(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    sms = {
+        "channel": "sms",
+        "customer": {"phone": "13800138000", "time_zone": ZONE},
+        "text": "退款还没到账",
+        "expected_outcome": "REFUND",
+        "expected_by": EXPECTED_BY,
+    }
+    items = [
+        {**sms, "external_id": f"ask-{run}-0"},
+        {**sms, "external_id": f"ask-{run}-1", "expected_outcome": "cash"},
+        {
+            **sms,
+            "external_id": f"ask-{run}-2",
+            "received_at": "2026-03-01T17:00:00+08:00",
+            "expected_by": "2026-03-01T16:59:00+08:00",
+        },
+        {**sms, "external_id": f"ask-{run}-3", "customer": {"id": "C-1", "time_zone": "UTC+8"}},
+    ]
+    response = await intake.post("/v1/feedback/batch", json={"items": items}, headers=OPEN)
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert [item["status"] for item in answer["items"]] == [
+        "accepted",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    errors = [item["errors"] for item in answer["items"][1:]]
+    assert errors[0] == [
+        {
+            "field": "items.1.expected_outcome",
+            "message": f"unknown expected outcome 'cash': one of {OUTCOMES}",
+        }
+    ]
+    assert [error["field"] for error in errors[1]] == ["items.2.expected_by"]
+    assert errors[1][0]["message"].startswith("is before the feedback was received")
+    assert [error["field"] for error in errors[2]] == ["items.3.customer.time_zone"]
+    assert "unknown time zone 'UTC+8'" in errors[2][0]["message"]
+    feedback = (await published(received, answer["items"][0]["feedback_id"])).data.feedback
+    assert (feedback.expected_outcome, feedback.expected_by) == ("refund", EXPECTED_BY_UTC)
+    assert (feedback.customer.phone, feedback.customer.time_zone) == ("+8613800138000", ZONE)
+
+
+def refused_post(case: str, run: str) -> tuple[str, dict[str, Any]]:
+    """Posts whose expectation or time zone is wrong, in each channel's own place."""
+    if case == "generic outcome":
+        return json_post(
+            "/v1/feedback", {**COMPLAINT, "external_id": run, "expected_outcome": "money back"}
+        )
+    if case == "generic time zone":
+        customer = {"email": "li.wei@example.com", "time_zone": "Mars/Olympus"}
+        return json_post("/v1/feedback", {**COMPLAINT, "external_id": run, "customer": customer})
+    if case == "generic before received":
+        early = {"external_id": run, "expected_by": "2026-03-01T16:59:59+08:00"}
+        return json_post("/v1/feedback", {**COMPLAINT, **early})
+    if case == "generic naive":
+        return json_post(
+            "/v1/feedback", {**COMPLAINT, "external_id": run, "expected_by": EXPECTED_BY_NAIVE}
+        )
+    if case == "web form time zone":
+        form = {"submission_id": run, "email": "a@example.com", "message": "x", "time_zone": "CST"}
+        return "/v1/channels/web", {"data": form}
+    if case == "chat time zone":
+        body = json.loads(fixture_bytes("chat_conversation.json"))
+        body["conversation_id"] = run
+        body["customer"] = {**body["customer"], "time_zone": "Mars/Olympus"}
+        return json_post("/v1/channels/chat", body)
+    if case == "sms before received":
+        body = {**json.loads(fixture_bytes("sms_three_segments.json")), "message_id": run}
+        return json_post("/v1/channels/sms", {**body, "expected_by": "2026-03-11T08:12:39"})
+    if case == "app-review outcome":
+        body = {**json.loads(fixture_bytes("app_review.json")), "review_id": run}
+        return json_post("/v1/channels/app-review", {**body, "expected_outcome": "5 stars"})
+    assert case == "email outcome"
+    return mail_post(run, "X-Closeloop-Expected-Outcome: money back")
+
+
+REFUSALS = [
+    (
+        "generic outcome",
+        "expected_outcome",
+        f"unknown expected outcome 'money back': one of {OUTCOMES}",
+    ),
+    ("generic time zone", "customer.time_zone", "unknown time zone 'Mars/Olympus'"),
+    (
+        "generic before received",
+        "expected_by",
+        "is before the feedback was received (2026-03-01T09:00:00Z)",
+    ),
+    ("generic naive", "expected_by", NAIVE_TIMESTAMP),
+    ("web form time zone", "time_zone", "unknown time zone 'CST'"),
+    ("chat time zone", "customer.time_zone", "unknown time zone 'Mars/Olympus'"),
+    (
+        "sms before received",
+        "expected_by",
+        "is before the feedback was received (2026-03-11T00:12:40Z)",
+    ),
+    (
+        "app-review outcome",
+        "expected_outcome",
+        f"unknown expected outcome '5 stars': one of {OUTCOMES}",
+    ),
+    (
+        "email outcome",
+        "X-Closeloop-Expected-Outcome",
+        f"unknown expected outcome 'money back': one of {OUTCOMES}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "field", "says"), REFUSALS, ids=[r[0] for r in REFUSALS])
+async def test_a_wrong_expectation_or_time_zone_is_a_422_saying_what_is_wrong(
+    intake: httpx.AsyncClient, case: str, field: str, says: str
+) -> None:
+    path, request = refused_post(case, f"refused-{uuid.uuid4().hex}")
+    headers = {**OPEN, **request.pop("headers", {})}
+    response = await intake.post(path, headers=headers, **request)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    (error,) = response.json()["errors"]
+    assert error["field"] == field
+    assert says in error["message"]
+    assert f"{field}: " in response.json()["detail"]
+
+
+async def test_a_refused_expectation_publishes_nothing(
+    intake: httpx.AsyncClient, received: TopicReader
+) -> None:
+    external_id = uuid.uuid4().hex
+    customer = {"id": f"C-{external_id[:8]}"}
+    body = {**COMPLAINT, "customer": customer, "external_id": external_id}
+    response = await intake.post(
+        "/v1/feedback", json={**body, "expected_outcome": "refunds"}, headers=OPEN
+    )
+    assert response.status_code == 422
+    rejected_id = derive_id("feedback", "email", "external", external_id)
+    await assert_not_published(intake, received, rejected_id, customer)
 
 
 # --- authentication and signatures ------------------------------------------------------

@@ -132,10 +132,12 @@ def test_language_counted_in_runs_is_the_language_counted_character_by_character
             "handle": st.text(max_size=12),
             "name": st.text(max_size=12),
             "tier": st.sampled_from(["standard", "premium", "vip"]),
+            "time_zone": st.sampled_from(["Asia/Shanghai", "UTC", "America/New_York", ""]),
         },
     )
 )
 @example({"id": "C-1", "email": "li.wei@example.com", "tier": "vip"})
+@example({"id": "C-1", "time_zone": "Asia/Shanghai"})
 @example({"handle": "@li_wei", "name": "Li Wei"})
 def test_a_customer_kept_as_given_is_the_customer_normalising_would_build(
     fields: dict[str, str],
