@@ -45,8 +45,14 @@ CSV_COLUMNS = (
     "opened_at", "first_response_due", "first_response_at", "resolution_due", "resolved_at",
     "closed_at", "outcome", "first_response_sla_met", "resolution_sla_met", "sla_breached",
     "reopen_count", "escalation_count", "callbacks_scheduled", "surveys_sent",
-    "csat", "expected", "perceived", "ratio", "verdict", "solved", "text",
+    "csat", "expected", "perceived", "ratio", "verdict", "solved",
+    "expected_outcome", "expectation_met",
+    "promises_made", "promises_kept", "promises_broken", "promises_overdue", "text",
 )  # fmt: skip
+# What a case folded before a column existed shows for it.
+COLUMN_DEFAULTS: dict[str, Any] = {
+    "promises_made": 0, "promises_kept": 0, "promises_broken": 0, "promises_overdue": 0,
+}  # fmt: skip
 
 
 class Period(BaseModel):
@@ -123,7 +129,7 @@ def _bounds(p: Period) -> tuple[datetime, datetime]:
 
 @router.get(
     "/summary",
-    summary="Volume, speed, deadlines, reopens, escalations and satisfaction",
+    summary="Volume, speed, deadlines, reopens, escalations, satisfaction and promises kept",
     description="One row for all the cases opened in the period, and with `by` one per value "
     "of that dimension (largest first). The figures are defined in docs/insights.md.",
 )
@@ -286,7 +292,7 @@ async def csv_lines(rows: AsyncIterator[Mapping[str, Any]]) -> AsyncIterator[byt
     """The CSV file, a header and then a line per case, as it is read."""
     yield "\ufeff".encode() + csv_row(CSV_COLUMNS)
     async for facts in rows:
-        yield csv_row([text_cell(facts.get(column)) for column in CSV_COLUMNS])
+        yield csv_row([text_cell(_column(facts, column)) for column in CSV_COLUMNS])
 
 
 def csv_row(values: Sequence[str]) -> bytes:
@@ -315,8 +321,12 @@ def _number(text: str) -> bool:
     return True
 
 
+def _column(facts: Mapping[str, Any], column: str) -> Any:
+    return facts.get(column, COLUMN_DEFAULTS.get(column))
+
+
 def _public(facts: Mapping[str, Any]) -> dict[str, Any]:
-    return {column: facts.get(column) for column in CSV_COLUMNS}
+    return {column: _column(facts, column) for column in CSV_COLUMNS}
 
 
 # --- reviews ----------------------------------------------------------------------------
@@ -340,8 +350,8 @@ async def _facts(request: Request, case_id: str) -> CaseFacts:
     "/{case_id}",
     summary="The review of a case: the handbook's questions answered from its facts",
     description="Answered in time, resolved in time, solution accepted, customer satisfied, "
-    "reopened, escalated, promise kept (not tracked yet: always null), and the lesson "
-    "recorded for it, if any.",
+    "reopened, escalated, promises kept (with each promise and its result), whether the "
+    "customer got what they asked for, and the lesson recorded for it, if any.",
 )
 async def case_review(
     request: Request, case_id: Annotated[str, Path(max_length=200)]

@@ -185,6 +185,9 @@ def _summary(cases: Sequence[CaseFacts]) -> dict[str, Any]:
         if answered
         else None,
         "churn_intent_cases": sum(1 for case in cases if _churn(case)),
+        "promises_made": sum(case.promises_made for case in cases),
+        "promises_broken": sum(case.promises_broken for case in cases),
+        "promises_overdue": sum(case.promises_overdue for case in cases),
     }
 
 
@@ -215,6 +218,10 @@ def _history_row(case: CaseFacts) -> dict[str, Any]:
         "reopen_count": case.reopen_count,
         "escalation_count": case.escalation_count,
         "deadlines_missed": _missed(case),
+        "promises_made": case.promises_made,
+        "promises_kept": case.promises_kept,
+        "promises_broken": case.promises_broken,
+        "promises_overdue": case.promises_overdue,
         "churn_intent": case.churn_evidence if _churn(case) else None,
         "text": case.text,
     }

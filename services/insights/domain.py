@@ -13,8 +13,9 @@ Pure functions over the event contracts: no I/O, no clock reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
@@ -32,7 +33,13 @@ from shared.contracts import (
     Channel,
     Customer,
     CustomerTier,
+    ExpectedOutcome,
     Priority,
+    PromiseBroken,
+    PromiseEvent,
+    PromiseKept,
+    PromiseMade,
+    PromiseOverdue,
     RootCause,
     SatisfactionVerdict,
     SlaBreached,
@@ -57,6 +64,58 @@ largest is the routing in force. At one routed_at, an agent assigned from the qu
 ranks after the queued routing, and a linked feedback (received later, perhaps with a
 raised priority) after the routing it copied."""
 
+PromiseOutcome = Literal["kept", "broken"]
+
+
+class PromiseFacts(BaseModel):
+    """One promise an agent made to the customer, folded from its promise events (each
+    carries the promise's id, what, due time and owner)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    promise_id: str
+    what: str
+    due_at: datetime
+    made_by: str
+    team: str
+    agent: str | None = None
+    details_stamp: Stamp
+    """The event the details above came from: the latest."""
+    made_at: datetime | None = None
+    overdue_at: datetime | None = None
+    """The earliest promise.overdue: the deadline passed by the grace with no outcome."""
+    outcome: PromiseOutcome | None = None
+    """The latest promise.kept or promise.broken (a later record corrects an earlier)."""
+    late: bool = False
+    """Kept after its deadline."""
+    outcome_at: datetime | None = None
+    outcome_stamp: Stamp | None = None
+
+
+class PromiseCounts(BaseModel):
+    """How many promises a case had, and how they ended (case.closed's, or counted from
+    the promise events). An overdue promise is also kept or broken once its outcome is
+    recorded late, and open until then."""
+
+    model_config = ConfigDict(frozen=True)
+
+    made: int = 0
+    kept: int = 0
+    broken: int = 0
+    overdue: int = 0
+    open: int = 0
+
+    @classmethod
+    def of(cls, promises: Iterable[PromiseFacts]) -> PromiseCounts:
+        known = list(promises)
+        return cls(
+            made=len(known),
+            kept=sum(p.outcome == "kept" for p in known),
+            broken=sum(p.outcome == "broken" for p in known),
+            overdue=sum(p.overdue_at is not None for p in known),
+            open=sum(p.outcome is None for p in known),
+        )
+
 
 class CaseFacts(BaseModel):
     """What insights knows of one case. Fields not known yet are None (or empty)."""
@@ -76,6 +135,7 @@ class CaseFacts(BaseModel):
     urgency: Urgency | None = None
     opened_at: datetime | None = None
     opening_stamp: OpeningStamp | None = None
+    opening_expected_outcome: ExpectedOutcome | None = None
     # Every feedback of the case (its own and the linked ones): the customer as the latest
     # one names them, the urgency signals any of them carried, the first churn intent.
     customer: Customer | None = None
@@ -97,6 +157,9 @@ class CaseFacts(BaseModel):
     outcome: CaseOutcome | None = None
     closed_first_response_sla_met: bool | None = None
     closed_resolution_sla_met: bool | None = None
+    closed_expected_outcome: ExpectedOutcome | None = None
+    closed_expectation_met: bool | None = None
+    closed_promises: PromiseCounts | None = None
     closed_stamp: Stamp | None = None
     reopen_count: int = 0
     escalation_ids: frozenset[str] = frozenset()
@@ -110,13 +173,24 @@ class CaseFacts(BaseModel):
     ratio: float | None = None
     verdict: SatisfactionVerdict | None = None
     solved: bool | None = None
+    answer_expectation_met: bool | None = None
     answer_stamp: Stamp | None = None
+    # Every promise made to the customer, by id.
+    promises: tuple[PromiseFacts, ...] = ()
     # Derived from the fields above after every fold (see _derived).
     escalation_count: int = 0
     callbacks_scheduled: int = 0
     surveys_sent: int = 0
     first_response_sla_met: bool | None = None
     resolution_sla_met: bool | None = None
+    expected_outcome: ExpectedOutcome | None = None
+    expectation_met: bool | None = None
+    promises_made: int = 0
+    promises_kept: int = 0
+    promises_broken: int = 0
+    promises_overdue: int = 0
+    promises_overdue_open: int = 0
+    """Overdue promises still without an outcome: what the kept rate counts as not kept."""
     applied: frozenset[str] = frozenset()
     """Ids of the events folded in: a caller can tell a redelivery from news."""
 
@@ -184,7 +258,9 @@ def _changes(facts: CaseFacts, event_id: str, data: CaseRouted | CaseEvent) -> d
         return _answered(facts, (at, event_id), data)
     if isinstance(data, CaseClosed):
         return _closed(facts, (at, event_id), data)
-    return {}  # sla.warning, callback.due: nothing a report counts
+    if isinstance(data, PromiseEvent):
+        return _promised(facts, (at, event_id), data)
+    return {}  # sla.warning, callback.due, case.update_requested: nothing a report counts
 
 
 def _routed(facts: CaseFacts, event_id: str, data: CaseRouted) -> dict[str, Any]:
@@ -204,6 +280,11 @@ def _routed(facts: CaseFacts, event_id: str, data: CaseRouted) -> dict[str, Any]
             "urgency": classification.urgency,
             "opened_at": received_at,
             "opening_stamp": opening,
+            # What the customer asks for: the classifier's reading (the channel's form
+            # value when there was one), else the form's.
+            "opening_expected_outcome": classification.expectation.outcome
+            if classification.expectation is not None
+            else feedback.expected_outcome,
         }
     current: RoutingStamp = (
         routed_at,
@@ -248,6 +329,7 @@ def _answered(facts: CaseFacts, stamp: Stamp, data: SurveyAnswered) -> dict[str,
         "ratio": data.ratio,
         "verdict": data.verdict,
         "solved": data.solved,
+        "answer_expectation_met": data.expectation_met,
         "answer_stamp": stamp,
     }
 
@@ -271,9 +353,60 @@ def _closed(facts: CaseFacts, stamp: Stamp, data: CaseClosed) -> dict[str, Any]:
             "outcome": data.outcome,
             "closed_first_response_sla_met": data.first_response_sla_met,
             "closed_resolution_sla_met": data.resolution_sla_met,
+            "closed_expected_outcome": data.expected_outcome,
+            "closed_expectation_met": data.expectation_met,
+            "closed_promises": PromiseCounts(
+                made=data.promises_made,
+                kept=data.promises_kept,
+                broken=data.promises_broken,
+                overdue=data.promises_overdue,
+                open=data.promises_open,
+            ),
             "closed_stamp": stamp,
         }
     return changes
+
+
+def _promised(facts: CaseFacts, stamp: Stamp, data: PromiseEvent) -> dict[str, Any]:
+    known = {promise.promise_id: promise for promise in facts.promises}
+    known[data.promise_id] = _promise_after(known.get(data.promise_id), stamp, data)
+    # In the order of their ids: equal facts are stored as equal documents.
+    return {"promises": tuple(known[promise_id] for promise_id in sorted(known))}
+
+
+def _promise_after(before: PromiseFacts | None, stamp: Stamp, data: PromiseEvent) -> PromiseFacts:
+    """One promise with one more of its events in: the details of the latest event, the
+    earliest making and overdue, the latest outcome recorded."""
+    details: dict[str, Any] = {
+        "what": data.what,
+        "due_at": _utc(data.due_at),
+        "made_by": data.made_by,
+        "team": data.team,
+        "agent": data.agent,
+        "details_stamp": stamp,
+    }
+    if before is None:
+        promise = PromiseFacts(promise_id=data.promise_id, **details)
+        changes: dict[str, Any] = {}
+    else:
+        promise = before
+        changes = details if stamp > before.details_stamp else {}
+    at = stamp[0]
+    if isinstance(data, PromiseMade):
+        changes["made_at"] = _earliest(promise.made_at, at)
+    elif isinstance(data, PromiseOverdue):
+        changes["overdue_at"] = _earliest(promise.overdue_at, at)
+    elif isinstance(data, PromiseKept | PromiseBroken) and (
+        promise.outcome_stamp is None or stamp > promise.outcome_stamp
+    ):
+        kept = isinstance(data, PromiseKept)
+        changes |= {
+            "outcome": "kept" if kept else "broken",
+            "late": data.late if isinstance(data, PromiseKept) else False,
+            "outcome_at": at,
+            "outcome_stamp": stamp,
+        }
+    return promise.model_copy(update=changes)
 
 
 def _derived(facts: CaseFacts) -> dict[str, Any]:
@@ -294,6 +427,38 @@ def _derived(facts: CaseFacts) -> dict[str, Any]:
             facts.resolved_at,
             facts.resolution_due,
         ),
+        "expected_outcome": facts.closed_expected_outcome or facts.opening_expected_outcome,
+        "expectation_met": facts.answer_expectation_met
+        if facts.closed_expectation_met is None
+        else facts.closed_expectation_met,
+        **_promise_figures(facts),
+    }
+
+
+def _promise_figures(facts: CaseFacts) -> dict[str, int]:
+    """The case's promise counts: case.closed's once the case is closed (the promise
+    events' when that summary counts none but the events show some: a summary that did
+    not count promises), else the promise events'. Which overdue promises are still
+    without an outcome only the events tell; for a closed case no more than case.closed
+    allows (overdue and open), and when the events miss some of its promises, as many
+    as it allows."""
+    events = PromiseCounts.of(facts.promises)
+    events_overdue_open = sum(
+        p.overdue_at is not None and p.outcome is None for p in facts.promises
+    )
+    closed = facts.closed_promises
+    if closed is None or (closed.made == 0 and events.made > 0):
+        counts, overdue_open = events, events_overdue_open
+    else:
+        counts = closed
+        most = min(closed.overdue, closed.open)
+        overdue_open = min(events_overdue_open, most) if events.made >= closed.made else most
+    return {
+        "promises_made": counts.made,
+        "promises_kept": counts.kept,
+        "promises_broken": counts.broken,
+        "promises_overdue": counts.overdue,
+        "promises_overdue_open": overdue_open,
     }
 
 
@@ -353,6 +518,20 @@ MEASURES = (
     "satisfied",
     "dissatisfied",
     "closed",
+    "promises_made",
+    "promises_kept",
+    "promises_broken",
+    "promises_overdue",
+    "promises_overdue_open",
+    # Surveys that asked whether the customer got what they asked for, and said yes: in
+    # all, and per outcome asked for (one-hot, as the CSAT scores).
+    "expectations_asked",
+    "expectations_met",
+    *(
+        f"expectations_{kind}_{outcome.value}"
+        for outcome in ExpectedOutcome
+        for kind in ("asked", "met")
+    ),
     # One-hot: the bucket of each time (services/insights/reports.py), for percentiles.
     *(bucket_measure(time, i) for time in TIMES for i in range(len(TIME_BUCKETS_S) + 1)),
 )
@@ -414,6 +593,31 @@ def measures(facts: CaseFacts) -> dict[str, float]:
     if facts.verdict is not None:
         out[VERDICT_BUCKET[facts.verdict]] = 1.0
     out["closed"] = float(facts.closed_at is not None)
+    out.update(_promise_measures(facts))
+    out.update(_expectation_measures(facts))
+    return out
+
+
+PROMISE_MEASURES = (
+    "promises_made", "promises_kept", "promises_broken", "promises_overdue",
+    "promises_overdue_open",
+)  # fmt: skip
+
+
+def _promise_measures(facts: CaseFacts) -> dict[str, float]:
+    return {name: float(getattr(facts, name)) for name in PROMISE_MEASURES}
+
+
+def _expectation_measures(facts: CaseFacts) -> dict[str, float]:
+    """Whether the survey asked if the customer got what they asked for, and the answer:
+    in all and under the outcome asked for, when known."""
+    if facts.expectation_met is None:
+        return {}
+    out = {"expectations_asked": 1.0, "expectations_met": float(facts.expectation_met)}
+    if facts.expected_outcome is not None:
+        outcome = facts.expected_outcome.value
+        out[f"expectations_asked_{outcome}"] = 1.0
+        out[f"expectations_met_{outcome}"] = float(facts.expectation_met)
     return out
 
 

@@ -18,6 +18,10 @@ from shared.contracts import (
     CallbackScheduled,
     CaseEvent,
     CaseRouted,
+    CaseUpdateRequested,
+    PromiseDue,
+    PromiseMade,
+    PromiseWarning,
     SlaWarning,
     SurveyRequested,
     Topic,
@@ -33,9 +37,20 @@ EVENT_NAMES = tuple(
     for name, model in EVENT_MODELS.items()
     if model is CaseRouted or issubclass(model, CaseEvent)
 )
-# Events that change nothing the health score counts: no scoring after them.
+# Events that change nothing the health score counts: no scoring after them. (A promise
+# counts once broken or overdue; promise.kept is scored, for it may correct a broken one.)
 UNSCORED = frozenset(
-    model.event_name for model in (CallbackScheduled, CallbackDue, SlaWarning, SurveyRequested)
+    model.event_name
+    for model in (
+        CallbackScheduled,
+        CallbackDue,
+        SlaWarning,
+        SurveyRequested,
+        PromiseMade,
+        PromiseWarning,
+        PromiseDue,
+        CaseUpdateRequested,
+    )
 )
 
 

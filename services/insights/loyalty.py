@@ -9,8 +9,9 @@ policy's base plus every part and the tier's offset, kept within 0..100. The sco
 ``policy_from_logit``) and a policy gives a probability (``churn_probability``).
 
 A score is taken at a time ``at``: only cases opened before it count, and of each case
-only what had happened by then (a resolution, an answer, a deadline passed); reopens and
-escalations carry no time in the facts and count from the case's resolution or opening.
+only what had happened by then (a resolution, an answer, a deadline passed, a promise
+broken or overdue); reopens and escalations carry no time in the facts and count from
+the case's resolution or opening.
 
 Pure functions: no I/O, no clock reads. The policy itself (its file, its fields and their
 checks) is in policy.py.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from services.insights.domain import CHURN_SIGNAL, CaseFacts
+from services.insights.domain import CHURN_SIGNAL, CaseFacts, PromiseFacts
 from services.insights.policy import PARTS, LoyaltyPolicy, PartName
 from shared.contracts import (
     CustomerAtRisk,
@@ -49,11 +50,12 @@ Signal = Literal["at_risk", "recovered"]
 
 @dataclass(frozen=True)
 class Item:
-    """One thing a part counts: when it happened, how many, and its case."""
+    """One thing a part counts: when it happened, how many, and its case (and promise)."""
 
     at: datetime
     case: CaseFacts
     count: float = 1.0
+    promise: PromiseFacts | None = None
 
 
 def known_cases(cases: Iterable[CaseFacts], at: datetime, horizon: timedelta) -> list[CaseFacts]:
@@ -102,7 +104,21 @@ def items(cases: Sequence[CaseFacts], at: datetime) -> dict[PartName, list[Item]
             and case.solved is not False
         ):
             out["recovered"].append(Item(answered, case))
+        _promise_items(case, at, out)
     return out
+
+
+def _promise_items(case: CaseFacts, at: datetime, out: dict[PartName, list[Item]]) -> None:
+    """A promise broken by ``at`` counts as broken, from when it was recorded; one overdue
+    by then and not broken (not yet, or kept late) counts as overdue, from when it went
+    overdue: a promise overdue and then broken counts once, as broken."""
+    for promise in case.promises:
+        broken = _by(promise.outcome_at, at) if promise.outcome == "broken" else None
+        overdue = _by(promise.overdue_at, at)
+        if broken is not None:
+            out["promises_broken"].append(Item(broken, case, promise=promise))
+        elif overdue is not None:
+            out["promises_overdue"].append(Item(overdue, case, promise=promise))
 
 
 def _by(when: datetime | None, at: datetime) -> datetime | None:
@@ -293,6 +309,13 @@ def _reason(name: PartName, counted: Sequence[Item], points: float, at: datetime
         text = f"churn intent '{evidence}'" if evidence else "churn intent"
         if cases > 1:
             text += f" ({cases} cases)"
+    elif name == "promises_broken":
+        text = f"{_plural(total, 'broken promise')} {_since(counted, at)}"
+    elif name == "promises_overdue":
+        text = f"{_plural(total, 'overdue promise')} {_since(counted, at)}"
+        late = sum(1 for item in counted if _kept_late(item.promise, at))
+        if late:
+            text += f" ({late} kept late)"
     elif name == "open_cases":
         text = _plural(cases, "open case")
     else:  # recovered
@@ -300,6 +323,14 @@ def _reason(name: PartName, counted: Sequence[Item], points: float, at: datetime
         if cases > 1:
             text = f"{cases} cases solved within their deadlines and satisfied"
     return _line(points, text)
+
+
+def _kept_late(promise: PromiseFacts | None, at: datetime) -> bool:
+    return (
+        promise is not None
+        and promise.outcome == "kept"
+        and _by(promise.outcome_at, at) is not None
+    )
 
 
 # --- the customer's standing --------------------------------------------------------

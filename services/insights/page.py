@@ -143,9 +143,26 @@ class ReportTexts(BaseModel):
     no_at_risk: str
     worklist: str
     worklist_csv: str
+    promise_kept_rate: str
+    expectation_met_rate: str
+    promises_heading: str
+    promises_intro: str
+    promises_made: str
+    promises_kept: str
+    promises_broken: str
+    promises_overdue: str
+    kept_rate: str
+    no_promises: str
+    expectations_heading: str
+    expectations_intro: str
+    expected_outcome: str
+    answers_asked: str
+    met_rate: str
+    no_expectations: str
     causes: dict[str, str]
     figure_names: dict[str, str]
     score_parts: dict[str, str]
+    outcomes: dict[str, str]
 
     def cause(self, value: str) -> str:
         return self.causes.get(value, value)
@@ -250,6 +267,8 @@ HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("csat_mean", "score", True),
     ("satisfaction_index", "index", True),
     ("dissatisfied", "share", False),
+    ("promise_kept_rate", "share", True),
+    ("expectation_met_rate", "share", True),
 )
 LABELS = {
     "first_response_p90_s": "first_response_p90",
@@ -376,6 +395,48 @@ def worse_rows(data: WeekData, t: ReportTexts) -> list[dict[str, Any]]:
     return worse
 
 
+def promise_rows(data: WeekData, t: ReportTexts) -> list[dict[str, Any]]:
+    """Each team and root cause whose cases of the week had promises: how many were
+    made, kept, broken and overdue, and the kept rate (reports.promise_kept_rate), most
+    promises first."""
+    rows = []
+    for by, label in (("team", t.team), ("root_cause", t.root_cause)):
+        key = "by_team" if by == "team" else "by_root_cause"
+        found = [row for row in data.report[key] if row.get("promises_made")]
+        for row in sorted(found, key=lambda row: (-row["promises_made"], str(row[by]))):
+            rows.append(
+                {
+                    "kind": label,
+                    "name": t.cause(row[by]) if by == "root_cause" else row[by],
+                    "made": row["promises_made"],
+                    "kept": row["promises_kept"],
+                    "broken": row["promises_broken"],
+                    "overdue": row["promises_overdue"],
+                    "rate": written("share", row.get("promise_kept_rate"), t),
+                    "link": cases_link(data.monday, **{by: row[by]}),
+                }
+            )
+    return rows
+
+
+def expectation_rows(total: Mapping[str, Any], t: ReportTexts) -> list[dict[str, Any]]:
+    """Per outcome customers asked for, the survey answers asked whether they got it and
+    the share that said yes, most answers first."""
+    asked = [
+        (outcome, figures_of["asked"], figures_of["rate"])
+        for outcome, figures_of in (total.get("expectation_met_by_outcome") or {}).items()
+        if figures_of["asked"]
+    ]
+    return [
+        {
+            "outcome": t.outcomes.get(outcome, outcome),
+            "asked": count,
+            "rate": written("share", rate, t),
+        }
+        for outcome, count, rate in sorted(asked, key=lambda item: (-item[1], item[0]))
+    ]
+
+
 def week_charts(data: WeekData, t: ReportTexts, weeks: list[date]) -> dict[str, str]:
     """The page's three charts: volume by cause, deadlines by team, satisfaction."""
     teams = [row for row in data.report["by_team"] if row["cases"] > 0]
@@ -449,6 +510,8 @@ def view(data: WeekData, t: ReportTexts, lang: str) -> dict[str, Any]:
         "headline": headline(report["total"], previous["total"], t),
         **week_charts(data, t, weeks),
         "worse": worse_rows(data, t),
+        "promises": promise_rows(data, t),
+        "expectations": expectation_rows(report["total"], t),
         "issues": [
             {
                 "cause": t.cause(cause["root_cause"]),

@@ -23,6 +23,8 @@ PartName = Literal[
     "reopened",
     "escalated",
     "dissatisfied",
+    "promises_broken",
+    "promises_overdue",
     "churn_intent",
     "open_cases",
     "recovered",

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any, Literal
 
+from shared.contracts import ExpectedOutcome
+
 Interval = Literal["day", "week"]
 # A rise matters when the figure grew by at least this share and, for counts, by at
 # least MIN_RISE_CASES cases: a small number moving from 2 to 3 is noise.
@@ -95,7 +97,11 @@ def figures(sums: Mapping[str, float]) -> dict[str, Any]:
     - ``satisfaction_index``: 100 x mean perceived quality / mean expected quality of the
       answers (100: the service met expectations; above: exceeded them);
     - ``delighted``, ``satisfied``, ``dissatisfied``, ``no_response``: shares of the
-      cases surveyed.
+      cases surveyed;
+    - ``promises_made``, ``_kept``, ``_broken``, ``_overdue`` and ``promise_kept_rate``
+      (:func:`promise_figures`);
+    - ``expectation_met_rate`` and ``expectation_met_by_outcome``
+      (:func:`expectation_figures`).
     """
     s = dict(sums)
     get = s.get
@@ -127,7 +133,57 @@ def figures(sums: Mapping[str, float]) -> dict[str, Any]:
     for verdict in ("delighted", "satisfied", "dissatisfied"):
         row[verdict] = _round(_ratio(get(verdict, 0), surveyed))
     row["no_response"] = _round(_ratio(surveyed - answered, surveyed))
+    row.update(promise_figures(s))
+    row.update(expectation_figures(s))
     return row
+
+
+def promise_kept_rate(kept: float, broken: float, overdue_open: float) -> float | None:
+    """Promises kept (on time or late) among the promises with a result: kept, broken,
+    or overdue with no outcome yet (a deadline passed by the grace counts as not kept
+    until the promise is recorded kept). None when no promise has a result."""
+    return _round(_ratio(kept, kept + broken + overdue_open))
+
+
+def promise_figures(sums: Mapping[str, float]) -> dict[str, Any]:
+    """``promises_made``, ``_kept`` (on time or late), ``_broken``, ``_overdue`` (whose
+    deadline passed by the grace with no outcome, whatever came after) and
+    :func:`promise_kept_rate`."""
+    get = sums.get
+    counts = {
+        name: int(get(name, 0))
+        for name in ("promises_made", "promises_kept", "promises_broken", "promises_overdue")
+    }
+    rate = promise_kept_rate(
+        get("promises_kept", 0), get("promises_broken", 0), get("promises_overdue_open", 0)
+    )
+    return {**counts, "promise_kept_rate": rate}
+
+
+def expectation_figures(sums: Mapping[str, float]) -> dict[str, Any]:
+    """``expectation_met_rate``: the share of the survey answers asked whether the customer
+    got what they asked for that said yes; ``expectation_met_by_outcome``: per outcome
+    asked for, how many answers were asked (``asked``) and that share (``rate``)."""
+    get = sums.get
+    by_outcome = {
+        outcome.value: {
+            "asked": int(get(f"expectations_asked_{outcome.value}", 0)),
+            "rate": _round(
+                _ratio(
+                    get(f"expectations_met_{outcome.value}", 0),
+                    get(f"expectations_asked_{outcome.value}", 0),
+                )
+            ),
+        }
+        for outcome in ExpectedOutcome
+    }
+    return {
+        "expectations_asked": int(get("expectations_asked", 0)),
+        "expectation_met_rate": _round(
+            _ratio(get("expectations_met", 0), get("expectations_asked", 0))
+        ),
+        "expectation_met_by_outcome": by_outcome,
+    }
 
 
 def interval_start(day: date, interval: Interval) -> date:

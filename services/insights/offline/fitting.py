@@ -399,7 +399,12 @@ class LogisticFit:
         ]
         for name in PARTS:
             fitted, current = self.policy.parts[name].points, self.previous.parts[name].points
-            lines.append(f"{name:<28}{fitted:>9.2f}{current:>9.2f}{self.means[name]:>12.3f}")
+            unseen = (
+                "  (no customer has it: the current points kept)" if not self.means[name] else ""
+            )
+            lines.append(
+                f"{name:<28}{fitted:>9.2f}{current:>9.2f}{self.means[name]:>12.3f}{unseen}"
+            )
         lines.append(f"{'base':<28}{self.policy.base:>9.2f}{self.previous.base:>9.2f}")
         for tier, column in TIER_COLUMNS.items():
             fitted, current = self.policy.tier_points(tier), self.previous.tier_points(tier)
@@ -471,9 +476,17 @@ def fit_logistic(
             **{tier: coefficients[column] for tier, column in TIER_COLUMNS.items()},
         },
     )
-    # Adding 0.0 turns the -0.0 of a zero coefficient times -scale into 0.0 in the file.
+    # A part no customer has (every count zero: promises, in histories from before they
+    # were tracked) has nothing to learn from: it keeps its current points, not the
+    # fit's zero. Adding 0.0 turns the -0.0 of a zero coefficient times -scale into 0.0.
+    unseen = {
+        name: policy.parts[name] for name in PARTS if not data.x[:, COLUMNS.index(name)].any()
+    }
     fitted = fitted.model_copy(
-        update={"tiers": {tier: points + 0.0 for tier, points in fitted.tiers.items()}}
+        update={
+            "parts": {**fitted.parts, **unseen},
+            "tiers": {tier: points + 0.0 for tier, points in fitted.tiers.items()},
+        }
     )
     in_sample = float(roc_auc_score(data.y, model.predict_proba(data.x)[:, 1]))
     return LogisticFit(

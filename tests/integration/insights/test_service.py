@@ -30,6 +30,7 @@ from shared.contracts import (
     CaseFirstResponse,
     CaseResolved,
     CaseRouted,
+    ExpectedOutcome,
     SurveyAnswered,
     SurveyRequested,
     Topic,
@@ -251,6 +252,17 @@ EXPECTED = {
     "satisfied": 0.0,
     "dissatisfied": 0.0,
     "no_response": 0.5,
+    # No promise was made, no survey asked whether they got what they asked for.
+    "promises_made": 0,
+    "promises_kept": 0,
+    "promises_broken": 0,
+    "promises_overdue": 0,
+    "promise_kept_rate": None,
+    "expectations_asked": 0,
+    "expectation_met_rate": None,
+    "expectation_met_by_outcome": {
+        outcome.value: {"asked": 0, "rate": None} for outcome in ExpectedOutcome
+    },
 }
 
 

@@ -33,8 +33,16 @@ from shared.contracts import (
     Customer,
     CustomerTier,
     EventData,
+    Expectation,
+    ExpectedOutcome,
     FeedbackReceived,
     Priority,
+    PromiseBroken,
+    PromiseDue,
+    PromiseKept,
+    PromiseMade,
+    PromiseOverdue,
+    PromiseWarning,
     RootCause,
     SatisfactionVerdict,
     SlaBreached,
@@ -176,7 +184,16 @@ def routed_data(draw: st.DrawFn) -> CaseRouted:
         case_id=CASE,
         feedback=feedback,
         classification=a_classification(
-            draw(st.sampled_from(root_causes())), draw(st.sampled_from(Urgency))
+            draw(st.sampled_from(root_causes())),
+            draw(st.sampled_from(Urgency)),
+            expectation=draw(
+                st.none()
+                | st.builds(
+                    Expectation,
+                    outcome=st.sampled_from(ExpectedOutcome),
+                    source=st.just("customer"),
+                )
+            ),
         ),
         routing=routing,
         linked_to=draw(st.sampled_from([None, CASE])),
@@ -199,6 +216,7 @@ survey_answers = st.integers(1, 5).flatmap(
         ratio=st.sampled_from([0.5, 1.0, 1.25]),
         solved=st.booleans(),
         verdict=st.sampled_from(["dissatisfied", "satisfied", "delighted"]),
+        expectation_met=st.none() | st.booleans(),
     )
 )
 closes = st.builds(
@@ -210,6 +228,35 @@ closes = st.builds(
     first_response_sla_met=st.none() | st.booleans(),
     resolution_sla_met=st.none() | st.booleans(),
     reopen_count=st.integers(0, 3),
+    expected_outcome=st.none() | st.sampled_from(ExpectedOutcome),
+    expectation_met=st.none() | st.booleans(),
+    promises_made=st.integers(0, 3),
+    promises_kept=st.integers(0, 2),
+    promises_broken=st.integers(0, 2),
+    promises_overdue=st.integers(0, 2),
+    promises_open=st.integers(0, 2),
+)
+
+
+def promise_event(model: type[CaseEvent], **fields: Any) -> st.SearchStrategy[CaseEvent]:
+    return case_event(
+        model,
+        promise_id=small_ids,
+        what=st.sampled_from(["call back", "refund"]),
+        due_at=times,
+        made_by=st.sampled_from(["agent-1", "agent-2"]),
+        team=st.sampled_from(["logistics", "billing"]),
+        **fields,
+    )
+
+
+promise_events = st.one_of(
+    promise_event(PromiseMade, due_in=st.none() | st.just("3 working days")),
+    promise_event(PromiseWarning),
+    promise_event(PromiseDue),
+    promise_event(PromiseKept, recorded_by=st.just("agent-1"), late=st.booleans()),
+    promise_event(PromiseBroken, recorded_by=st.just("agent-1")),
+    promise_event(PromiseOverdue),
 )
 sla_kinds = st.sampled_from(["first_response", "resolution"])
 lifecycle_data: st.SearchStrategy[EventData] = st.one_of(
@@ -235,6 +282,7 @@ lifecycle_data: st.SearchStrategy[EventData] = st.one_of(
     ),
     survey_answers,
     closes,
+    promise_events,
 )
 
 
@@ -617,3 +665,192 @@ def test_a_review_answers_unknown_where_the_facts_do_not_tell() -> None:
     assert answers["answered_in_time"]["took_s"] is None
     assert answers["customer_satisfied"] is None and answers["solution_accepted"] is None
     assert answers["promise_kept"] is None and answers["reopened"] is False
+
+
+# --- promises and expectations -------------------------------------------------------
+
+
+def promise(
+    model: type[CaseEvent], minutes: int, promise_id: str = "p-1", **fields: Any
+) -> Event[Any]:
+    details: dict[str, Any] = {
+        "promise_id": promise_id,
+        "what": "call back with the courier's answer",
+        "due_at": at(600),
+        "made_by": "agent-1",
+        "team": "logistics",
+        **fields,
+    }
+    return event(lifecycle(model, minutes, **details))
+
+
+def promise_counts(facts: CaseFacts) -> tuple[int, int, int, int, int]:
+    return (
+        facts.promises_made,
+        facts.promises_kept,
+        facts.promises_broken,
+        facts.promises_overdue,
+        facts.promises_overdue_open,
+    )
+
+
+def test_each_promise_ends_kept_broken_or_overdue_whatever_the_order() -> None:
+    events = [
+        event(routed(0)),
+        promise(PromiseMade, 10, "p-kept"),
+        promise(PromiseKept, 500, "p-kept", recorded_by="agent-1", late=False),
+        promise(PromiseMade, 20, "p-late"),
+        promise(PromiseOverdue, 840, "p-late"),
+        promise(PromiseKept, 900, "p-late", recorded_by="agent-1", late=True),
+        promise(PromiseMade, 30, "p-broken"),
+        promise(PromiseOverdue, 840, "p-broken"),
+        promise(PromiseBroken, 1000, "p-broken", recorded_by="lead-li"),
+        promise(PromiseMade, 40, "p-waiting"),
+        promise(PromiseOverdue, 840, "p-waiting"),
+        promise(PromiseMade, 50, "p-open"),
+        promise(PromiseWarning, 480, "p-open"),
+    ]
+    facts = fold_all(events)
+    # made, kept (on time or late), broken, went overdue, overdue with no outcome yet
+    assert promise_counts(facts) == (5, 2, 1, 3, 1)
+    assert fold_all(reversed(events)) == facts
+    by_id = {p.promise_id: p for p in facts.promises}
+    assert (by_id["p-late"].outcome, by_id["p-late"].late) == ("kept", True)
+    assert by_id["p-broken"].overdue_at == at(840) and by_id["p-broken"].outcome_at == at(1000)
+    assert by_id["p-open"].outcome is None and by_id["p-open"].made_at == at(50)
+    assert [p.promise_id for p in facts.promises] == sorted(by_id)
+
+
+def test_a_later_record_of_a_promise_s_outcome_corrects_an_earlier_one() -> None:
+    broken = promise(PromiseBroken, 700, recorded_by="agent-1", note="courier lost it")
+    kept = promise(PromiseKept, 760, recorded_by="lead-li", late=True)
+    for order in ([broken, kept], [kept, broken]):
+        facts = fold_all([event(routed(0)), *order])
+        assert promise_counts(facts) == (1, 1, 0, 0, 0)
+
+
+def test_a_promise_known_only_from_a_later_event_still_counts_as_made() -> None:
+    facts = fold_all([event(routed(0)), promise(PromiseOverdue, 840, what="refund by Friday")])
+    assert promise_counts(facts) == (1, 0, 0, 1, 1)
+    (only,) = facts.promises
+    assert only.what == "refund by Friday" and only.made_at is None
+
+
+def test_the_close_summary_s_promise_counts_decide_once_the_case_is_closed() -> None:
+    made = promise(PromiseMade, 10)
+    overdue = promise(PromiseOverdue, 840)
+    summary = {
+        "promises_made": 2,
+        "promises_kept": 1,
+        "promises_overdue": 1,
+        "promises_open": 1,
+    }
+    facts = fold_all([event(routed(0)), made, overdue, event(closed(900, **summary))])
+    assert promise_counts(facts) == (2, 1, 0, 1, 1)
+    # The events show fewer promises than the summary: as many overdue without an
+    # outcome as the summary allows.
+    alone = fold_all([event(routed(0)), event(closed(900, **summary))])
+    assert promise_counts(alone) == (2, 1, 0, 1, 1)
+    # The one overdue promise was kept late: the summary's open one is not overdue.
+    late = promise(PromiseKept, 870, recorded_by="agent-1", late=True)
+    other = promise(PromiseMade, 20, "p-2")
+    kept_late = fold_all(
+        [event(routed(0)), made, overdue, late, other, event(closed(900, **summary))]
+    )
+    assert promise_counts(kept_late) == (2, 1, 0, 1, 0)
+
+
+def test_a_close_summary_that_counts_no_promise_leaves_the_events_counts() -> None:
+    events = [
+        event(routed(0)),
+        promise(PromiseMade, 10),
+        promise(PromiseBroken, 700, recorded_by="a"),
+    ]
+    facts = fold_all([*events, event(closed(900))])
+    assert promise_counts(facts) == (1, 0, 1, 0, 0)
+    # A case with no promise at all counts none, closed or not.
+    assert promise_counts(fold_all([event(routed(0)), event(closed(900))])) == (0, 0, 0, 0, 0)
+
+
+def test_promise_counts_are_measures_of_the_case() -> None:
+    facts = fold_all(
+        [
+            event(routed(0)),
+            promise(PromiseMade, 10),
+            promise(PromiseOverdue, 840),
+            promise(PromiseBroken, 1000, recorded_by="lead-li"),
+            promise(PromiseMade, 20, "p-2"),
+            promise(PromiseOverdue, 840, "p-2"),
+        ]
+    )
+    m = measures(facts)
+    assert {name: m[name] for name in m if name.startswith("promises_")} == {
+        "promises_made": 2,
+        "promises_kept": 0,
+        "promises_broken": 1,
+        "promises_overdue": 2,
+        "promises_overdue_open": 1,
+    }
+
+
+def test_what_the_customer_asked_for_comes_from_the_opening_and_then_the_close() -> None:
+    expectation = Expectation(outcome=ExpectedOutcome.REFUND, source="inferred", evidence="退款")
+    opening = CaseRouted(
+        **{
+            **routed(0).model_dump(),
+            "classification": a_classification(expectation=expectation),
+        }
+    )
+    facts = fold_all([event(opening), event(answered(100, expectation_met=False))])
+    assert (facts.expected_outcome, facts.expectation_met) == (ExpectedOutcome.REFUND, False)
+    m = measures(facts)
+    assert (m["expectations_asked"], m["expectations_met"]) == (1, 0)
+    assert (m["expectations_asked_refund"], m["expectations_met_refund"]) == (1, 0)
+    # case.closed's answer and outcome win once it comes.
+    close = event(closed(200, expected_outcome="replacement", expectation_met=True))
+    after = fold_all([event(opening), event(answered(100, expectation_met=False)), close])
+    assert (after.expected_outcome, after.expectation_met) == (ExpectedOutcome.REPLACEMENT, True)
+    assert measures(after)["expectations_met_replacement"] == 1
+    assert measures(after)["expectations_asked_refund"] == 0
+    # The channel's form, when the classifier says nothing; no question asked, no count.
+    form = routed(0).model_copy(
+        update={"feedback": routed(0).feedback.model_copy(update={"expected_outcome": "repair"})}
+    )
+    plain = fold_all([event(form), event(answered(100))])
+    assert (plain.expected_outcome, plain.expectation_met) == ("repair", None)
+    assert measures(plain)["expectations_asked"] == 0
+
+
+def test_facts_stored_before_promises_were_tracked_read_with_none() -> None:
+    facts = fold_all([event(routed(0)), event(answered(50)), event(closed(60))])
+    stored = facts.model_dump(mode="json")
+    for name in (
+        "promises", "closed_promises", "promises_made", "promises_kept", "promises_broken",
+        "promises_overdue", "promises_overdue_open", "expected_outcome", "expectation_met",
+        "opening_expected_outcome", "closed_expected_outcome", "closed_expectation_met",
+        "answer_expectation_met",
+    ):  # fmt: skip
+        del stored[name]
+    old = CaseFacts.model_validate(stored)
+    assert promise_counts(old) == (0, 0, 0, 0, 0) and old.expectation_met is None
+    assert measures(old) == measures(facts)
+    # The next event of the case derives the new fields as if they had always been there.
+    assert fold(old, promise(PromiseMade, 70)).promises_made == 1
+
+
+def test_a_review_says_whether_the_promises_were_kept() -> None:
+    base = [event(routed(0)), promise(PromiseMade, 10)]
+    assert review(fold_all(base))["promise_kept"] is None  # no result yet
+    kept = fold_all([*base, promise(PromiseKept, 500, recorded_by="a", late=False)])
+    answers = review(kept)
+    assert answers["promise_kept"] is True
+    assert answers["promises"]["kept_rate"] == 1.0
+    assert answers["promises"]["each"][0]["outcome"] == "kept"
+    assert answers["promises"]["each"][0]["late"] is False
+    overdue = fold_all([*base, promise(PromiseOverdue, 840)])
+    assert review(overdue)["promise_kept"] is False
+    assert review(overdue)["promises"]["kept_rate"] == 0.0
+    assert review(overdue)["promises"]["each"][0]["overdue"] is True
+    broken = fold_all([*base, promise(PromiseBroken, 700, recorded_by="a")])
+    assert review(broken)["promise_kept"] is False
+    assert review(broken)["promises"]["broken"] == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.insights.domain import CaseFacts
+from services.insights.domain import CaseFacts, PromiseFacts, PromiseOutcome
 from services.insights.loyalty import (
     Standing,
     churn_probability,
@@ -246,3 +246,116 @@ def test_a_logistic_fit_is_a_policy_with_the_same_probabilities() -> None:
     assert fitted.parts["recovered"].points == 5.0
     assert fitted.tiers[CustomerTier.VIP] == 4.0
     assert fitted.parts["complaints"].half_life_days == POLICY.parts["complaints"].half_life_days
+
+
+# --- promises -----------------------------------------------------------------------
+
+
+def a_promise(
+    promise_id: str,
+    *,
+    overdue_days_ago: float | None = None,
+    outcome: PromiseOutcome | None = None,
+    outcome_days_ago: float | None = None,
+    late: bool = False,
+) -> PromiseFacts:
+    return PromiseFacts(
+        promise_id=promise_id,
+        what="call back with the courier's answer",
+        due_at=days_ago(10),
+        made_by="agent-1",
+        team="logistics",
+        details_stamp=(days_ago(12), promise_id),
+        made_at=days_ago(12),
+        overdue_at=None if overdue_days_ago is None else days_ago(overdue_days_ago),
+        outcome=outcome,
+        late=late,
+        outcome_at=None if outcome_days_ago is None else days_ago(outcome_days_ago),
+        outcome_stamp=None if outcome_days_ago is None else (days_ago(outcome_days_ago), "o"),
+    )
+
+
+def with_promises(*promises: PromiseFacts) -> CaseFacts:
+    return a_case("a", 14, promises=promises)
+
+
+def parts_of(cases: list[CaseFacts], at: datetime = NOW) -> dict[str, tuple[float, str]]:
+    return {part.part: (part.points, part.reason) for part in health(cases, at, POLICY).parts}
+
+
+def test_a_broken_promise_takes_points_from_when_it_was_recorded_and_fades() -> None:
+    broken = POLICY.parts["promises_broken"]
+    case = with_promises(a_promise("p", outcome="broken", outcome_days_ago=3))
+    points, reason = parts_of([case])["promises_broken"]
+    assert points == pytest.approx(broken.points * decay(timedelta(days=3), broken.half_life_days))
+    assert reason == f"{points:+.1f}: 1 broken promise in the last 3 days"
+    assert "promises_overdue" not in parts_of([case])
+    # Before it was recorded broken, it took nothing.
+    assert "promises_broken" not in parts_of([case], days_ago(4))
+    later = features([case], NOW + timedelta(days=broken.half_life_days or 0), POLICY)
+    assert later["promises_broken"] == pytest.approx(
+        0.5 * features([case], NOW, POLICY)["promises_broken"]
+    )
+
+
+def test_a_promise_overdue_then_broken_counts_once_as_broken() -> None:
+    case = with_promises(a_promise("p", overdue_days_ago=8, outcome="broken", outcome_days_ago=2))
+    now = features([case], NOW, POLICY)
+    assert now["promises_broken"] == pytest.approx(
+        decay(timedelta(days=2), POLICY.parts["promises_broken"].half_life_days)
+    )
+    assert now["promises_overdue"] == 0.0
+    # Between going overdue and being recorded broken, it was overdue.
+    between = features([case], days_ago(5), POLICY)
+    assert between["promises_overdue"] > 0 and between["promises_broken"] == 0.0
+
+
+def test_a_promise_overdue_then_kept_late_counts_as_overdue_less_than_broken() -> None:
+    late = with_promises(
+        a_promise("p", overdue_days_ago=8, outcome="kept", outcome_days_ago=7, late=True)
+    )
+    points, reason = parts_of([late])["promises_overdue"]
+    assert reason == f"{points:+.1f}: 1 overdue promise in the last 8 days (1 kept late)"
+    broken = with_promises(a_promise("p", overdue_days_ago=8, outcome="broken", outcome_days_ago=7))
+    assert health([broken], NOW, POLICY).score < health([late], NOW, POLICY).score
+    waiting = with_promises(a_promise("p", overdue_days_ago=1), a_promise("q", overdue_days_ago=2))
+    assert parts_of([waiting])["promises_overdue"][1].endswith(
+        ": 2 overdue promises in the last 2 days"
+    )
+
+
+def test_a_promise_kept_in_time_or_not_yet_due_costs_nothing() -> None:
+    kept = a_promise("p", outcome="kept", outcome_days_ago=11)
+    open_ = a_promise("q")
+    parts = parts_of([with_promises(kept, open_)])
+    assert "promises_broken" not in parts and "promises_overdue" not in parts
+    assert (
+        health([with_promises(kept, open_)], NOW, POLICY).score
+        == health([with_promises()], NOW, POLICY).score
+    )
+
+
+def test_a_customer_whose_promises_are_broken_is_told_at_risk() -> None:
+    escalated = frozenset({"e-1", "e-2"})
+    kept = a_case(
+        "a",
+        14,
+        escalation_ids=escalated,
+        escalation_count=2,
+        promises=(a_promise("p", outcome="kept", outcome_days_ago=11),),
+    )
+    before = health([kept], NOW, POLICY)
+    assert before.score >= POLICY.at_risk_below
+    assert decide_signal(KEY, Standing(), before, POLICY) is None
+    broken = kept.model_copy(
+        update={
+            "promises": (
+                a_promise("p", outcome="broken", outcome_days_ago=2),
+                a_promise("q", overdue_days_ago=1),
+            )
+        }
+    )
+    after = health([broken], NOW, POLICY)
+    signal = decide_signal(KEY, Standing(), after, POLICY)
+    assert isinstance(signal, CustomerAtRisk)
+    assert {"promises_broken", "promises_overdue"} <= {reason.part for reason in signal.reasons}

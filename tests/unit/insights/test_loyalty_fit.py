@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.insights.domain import CaseFacts
+from services.insights.domain import CaseFacts, PromiseFacts
 from services.insights.loyalty import health
 from services.insights.offline import fitting
 from services.insights.offline.fitting import Outcome, OutcomesError
@@ -262,3 +262,43 @@ def test_a_bad_outcomes_file_names_its_line(tmp_path: Path, text: str, message: 
 def test_a_missing_outcomes_file_is_an_outcomes_error(tmp_path: Path) -> None:
     with pytest.raises(OutcomesError, match=r"missing\.csv"):
         fitting.read_outcomes(tmp_path / "missing.csv")
+
+
+def broken_promise(case: CaseFacts) -> CaseFacts:
+    opened = case.opened_at
+    assert opened is not None
+    recorded = opened + timedelta(days=1)
+    promise = PromiseFacts(
+        promise_id=f"{case.case_id}-p1",
+        what="call back",
+        due_at=opened + timedelta(hours=8),
+        made_by="agent-1",
+        team="logistics",
+        details_stamp=(opened, "made"),
+        made_at=opened,
+        outcome="broken",
+        outcome_at=recorded,
+        outcome_stamp=(recorded, "broken"),
+    )
+    return case.model_copy(update={"promises": (promise,)})
+
+
+def test_a_part_no_customer_has_keeps_its_current_points(
+    outcomes: list[Outcome], found: dict[str, list[CaseFacts]], logistic: fitting.LogisticFit
+) -> None:
+    # The simulated histories have no promises: nothing to fit their points to.
+    for name in ("promises_broken", "promises_overdue"):
+        assert logistic.means[name] == 0.0
+        assert logistic.policy.parts[name] == DEFAULT.parts[name]
+    noted = [line for line in logistic.format().splitlines() if "the current points kept" in line]
+    assert [line.split()[0] for line in noted] == ["promises_broken", "promises_overdue"]
+    # Once the customers who left had their promises broken, the fit learns the points.
+    left = {outcome.customer_key for outcome in outcomes if outcome.churned}
+    broken = {
+        key: [broken_promise(case) for case in cases] if key in left else cases
+        for key, cases in found.items()
+    }
+    refit = fitting.fit_logistic(outcomes, broken, DEFAULT)
+    assert refit.means["promises_broken"] > 0
+    assert refit.policy.parts["promises_broken"].points < DEFAULT.parts["promises_broken"].points
+    assert refit.policy.parts["promises_overdue"] == DEFAULT.parts["promises_overdue"]

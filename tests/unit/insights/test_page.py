@@ -15,9 +15,11 @@ from services.insights.page import (
     ReportPages,
     WeekData,
     change,
+    expectation_rows,
     getting_worse,
     headline,
     parse_week,
+    promise_rows,
     top_reasons,
     weeks_shown,
     written,
@@ -25,7 +27,7 @@ from services.insights.page import (
 from services.insights.policy import PARTS
 from services.insights.reports import RISES, figures
 from services.insights.weekly import week_name
-from shared.contracts import root_causes
+from shared.contracts import ExpectedOutcome, root_causes
 
 PAGES = ReportPages()
 ZH, EN = PAGES.catalog.zh, PAGES.catalog.en
@@ -93,6 +95,7 @@ def test_the_catalog_names_every_root_cause_and_every_rising_figure() -> None:
         assert set(texts.causes) == set(root_causes())
         assert set(texts.figure_names) == set(RISES)
         assert set(texts.score_parts) == {*PARTS, "tier"}
+        assert set(texts.outcomes) == {outcome.value for outcome in ExpectedOutcome}
 
 
 def test_charts_keep_their_labels_as_escaped_text() -> None:
@@ -167,3 +170,58 @@ def test_the_at_risk_panel_counts_signals_per_week_and_names_the_top_reasons() -
     assert panel.index(ZH.score_parts["dissatisfied"]) < panel.index(ZH.score_parts["churn_intent"])
     assert ZH.score_parts["recovered"] not in panel  # a part that gives points is no reason
     assert 'href="v1/customers?at_risk=true"' in panel
+
+
+def a_row(by: str, value: str, **sums: float) -> dict[str, object]:
+    return {by: value, **figures({"cases": 3, **sums})}
+
+
+def test_the_promises_panel_shows_each_team_and_cause_with_promises_and_its_kept_rate() -> None:
+    week = empty_week(MONDAY, MONDAY + timedelta(days=30))
+    promised = {"promises_made": 4, "promises_kept": 2, "promises_broken": 1,
+                "promises_overdue": 2, "promises_overdue_open": 1}  # fmt: skip
+    report = {
+        **week.report,
+        "total": figures(promised),
+        "by_team": [a_row("team", "quiet"), a_row("team", "logistics", **promised)],
+        "by_root_cause": [a_row("root_cause", "delivery", **promised)],
+    }
+    week = replace(week, report=report)
+    rows = promise_rows(week, EN)
+    assert [(row["kind"], row["name"]) for row in rows] == [
+        (EN.team, "logistics"),
+        (EN.root_cause, EN.causes["delivery"]),
+    ]  # a team without promises is left out
+    first = rows[0]
+    assert (first["made"], first["kept"], first["broken"], first["overdue"]) == (4, 2, 1, 2)
+    assert first["rate"] == "50%"  # 2 kept of 2 kept + 1 broken + 1 overdue without outcome
+    assert first["link"].endswith("team=logistics")
+    html = bytes(PAGES.report(week, "zh").body).decode()
+    panel = html[html.index('id="promises"') : html.index('id="expectations"')]
+    assert "logistics" in panel and ZH.causes["delivery"] in panel and "50%" in panel
+    assert ZH.no_promises not in panel
+    figures_table = html[html.index('id="figures"') : html.index('id="charts"')]
+    assert ZH.promise_kept_rate in figures_table
+
+
+def test_the_expectations_panel_lists_the_outcomes_asked_for_most_answers_first() -> None:
+    total = figures(
+        {
+            "expectations_asked": 4, "expectations_met": 2,
+            "expectations_asked_refund": 3, "expectations_met_refund": 1,
+            "expectations_asked_apology": 1, "expectations_met_apology": 1,
+        }
+    )  # fmt: skip
+    rows = expectation_rows(total, ZH)
+    assert rows == [
+        {"outcome": ZH.outcomes["refund"], "asked": 3, "rate": "33%"},
+        {"outcome": ZH.outcomes["apology"], "asked": 1, "rate": "100%"},
+    ]
+    assert expectation_rows(figures({}), ZH) == []
+    week = empty_week(MONDAY, MONDAY + timedelta(days=30))
+    week = replace(week, report={**week.report, "total": total})
+    html = bytes(PAGES.report(week, "en").body).decode()
+    panel = html[html.index('id="expectations"') : html.index('id="top-issues"')]
+    assert EN.outcomes["refund"] in panel and "33%" in panel
+    empty = bytes(PAGES.report(empty_week(MONDAY, MONDAY), "en").body).decode()
+    assert EN.no_expectations in empty and EN.no_promises in empty

@@ -14,11 +14,13 @@ from services.insights.reports import (
     bucket_of,
     figures,
     interval_start,
+    promise_kept_rate,
     quantile,
     rising,
     time_buckets,
     trend,
 )
+from shared.contracts import ExpectedOutcome
 
 OPEN = len(TIME_BUCKETS_S)
 
@@ -76,6 +78,45 @@ def test_figures_are_ratios_of_sums_and_none_where_there_is_nothing_to_divide() 
     assert row["resolution_deadline_met"] is None
     assert row["first_response_p50_s"] == 150.0 and row["resolve_p50_s"] is None
     assert figures({})["csat_mean"] is None
+
+
+def test_the_promise_kept_rate_counts_each_promise_with_a_result_once() -> None:
+    # 10 promises: 6 kept (1 of them late, after going overdue), 2 broken (1 of them
+    # after going overdue), 3 went overdue and 1 of those has no outcome yet, 1 open.
+    sums = {
+        "promises_made": 10,
+        "promises_kept": 6,
+        "promises_broken": 2,
+        "promises_overdue": 3,
+        "promises_overdue_open": 1,
+    }
+    row = figures(sums)
+    assert (row["promises_made"], row["promises_kept"], row["promises_broken"]) == (10, 6, 2)
+    assert row["promises_overdue"] == 3
+    assert row["promise_kept_rate"] == round(6 / 9, 4)  # the open one has no result yet
+    assert promise_kept_rate(0, 0, 2) == 0.0  # overdue without an outcome: not kept
+    assert promise_kept_rate(0, 0, 0) is None
+    assert figures({"promises_made": 2})["promise_kept_rate"] is None  # none has a result
+    assert figures({})["promises_made"] == 0
+
+
+def test_the_expectation_met_rate_is_over_the_answers_asked_in_all_and_per_outcome() -> None:
+    sums = {
+        "expectations_asked": 5,
+        "expectations_met": 3,
+        "expectations_asked_refund": 3,
+        "expectations_met_refund": 1,
+        "expectations_asked_apology": 1,
+        "expectations_met_apology": 1,
+    }
+    row = figures(sums)
+    assert row["expectations_asked"] == 5 and row["expectation_met_rate"] == 0.6
+    by_outcome = row["expectation_met_by_outcome"]
+    assert by_outcome["refund"] == {"asked": 3, "rate": 0.3333}
+    assert by_outcome["apology"] == {"asked": 1, "rate": 1.0}
+    assert by_outcome["repair"] == {"asked": 0, "rate": None}
+    assert set(by_outcome) == {o.value for o in ExpectedOutcome}
+    assert figures({})["expectation_met_rate"] is None
 
 
 def test_the_api_offers_every_dimension_as_a_filter_a_grouping_and_a_column() -> None:
