@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.business_time import business_time_between
 from services.router.domain import Agent
 from services.router.flows import CaseRouter
 from services.router.policy import RoutingPolicy
 from shared.auth import api_client
+from shared.business_time import business_time_between
 from shared.clock import utcnow
 from shared.contracts import Priority
 from shared.http import PROBLEM_JSON

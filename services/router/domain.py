@@ -18,13 +18,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.business_time import add_business_time
 from services.router.policy import RoutingPolicy, Rule
+from shared.business_time import add_business_time
 from shared.contracts import (
     CaseRouted,
     Classification,
     CustomerAtRisk,
     CustomerSignal,
+    ExpectedOutcome,
     Feedback,
     FeedbackClassified,
     Priority,
@@ -188,8 +189,15 @@ def rule_matches(
         when.tier is None or feedback.customer.tier in when.tier,
         when.needs_review is None or classification.needs_review == when.needs_review,
         when.at_risk is None or at_risk == when.at_risk,
+        when.expected_outcome is None or expects_one_of(classification, when.expected_outcome),
     ]
     return all(checks)
+
+
+def expects_one_of(classification: Classification, outcomes: list[ExpectedOutcome]) -> bool:
+    """Whether the customer asks for one of these outcomes; nothing said matches none."""
+    expectation = classification.expectation
+    return expectation is not None and expectation.outcome in outcomes
 
 
 AT_RISK_REASON = "customer at risk (insights' health score)"
@@ -210,6 +218,9 @@ def place(
     )
     priority, priority_reason = priority_of(policy, feedback, classification, rule)
     sends = f"rule {rule.name} sends it to {rule.team}"
+    if rule.when.expected_outcome and classification.expectation is not None:
+        # The owner sees at once what the customer asks for, as the rule did.
+        sends += f" (expected outcome: {classification.expectation.outcome.value})"
     if rule.when.at_risk:
         team_reason = f"{AT_RISK_REASON}: {sends}"
     elif at_risk:

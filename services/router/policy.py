@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.business_time import Calendar
 from shared.calendars import CalendarPolicy
 from shared.config import load_yaml
-from shared.contracts import Channel, CustomerTier, Priority, RootCause, Urgency
+from shared.contracts import (
+    Channel,
+    CustomerTier,
+    ExpectedOutcome,
+    Priority,
+    RootCause,
+    Urgency,
+)
 
 DEFAULT_POLICY = Path(__file__).with_name("routing.yaml")
 
@@ -96,6 +103,11 @@ class RuleCondition(_Strict):
         default=None,
         description="true: only customers insights last said are at risk (customer.signals); "
         "false: only the others",
+    )
+    expected_outcome: list[ExpectedOutcome] | None = Field(
+        default=None,
+        description="What the customer asks for (the classification's expectation); a case "
+        "with no expectation matches no list",
     )
 
     @property

@@ -1,5 +1,7 @@
 """The local stack: a Kafka-protocol broker (Tansu), a MongoDB-wire server
-(SecantusDB) and the five services, as child processes on 127.0.0.1.
+(SecantusDB), the five services and the notifications printer
+(``shared.tools.notifications``: each customer.notify as a line on the console), as
+child processes on 127.0.0.1.
 
 Development and tests only. The servers come from the ``localstack`` dependency group
 and run as separate processes; the product never imports them.
@@ -432,6 +434,10 @@ def launched(process: Process, port: int, timeout: float = 30.0) -> Process:
 
 # --- draining --------------------------------------------------------------------------
 
+# The notifications printer's consumer group (shared.tools.notifications): a stop waits
+# for it too, so every message followup sent before the stop is on the console.
+NOTIFICATIONS_GROUP = "closeloop-devstack-notifications"
+
 # Each consuming service's consumer group and what it reads (its app.py), so that a stop
 # waits until each has handled everything published to it.
 CONSUMER_GROUPS: dict[str, tuple[Topic, ...]] = {
@@ -549,6 +555,9 @@ class Stack:
                     ),
                 )
             )
+            # Before the services, so it stops after them: it prints what they send
+            # until the end.
+            self.supervisor.start(Child("notifications", self._notifications_launcher()))
             for name, port in self.service_ports().items():
                 self.supervisor.start(Child(name, self._service_launcher(name, port, logs)))
         except BaseException:
@@ -573,6 +582,13 @@ class Stack:
         log = logs / f"{name}.log" if s.service_logs_to_files else None
         argv = [sys.executable, "-m", f"services.{name}"]
         return lambda: launched(spawn(name, argv, env=env, log=log), port)
+
+    def _notifications_launcher(self) -> Callable[[], Process]:
+        """The printer writes to the stack's own output (the console of ``make run``),
+        whatever happens to the services' logs."""
+        env = {"CLOSELOOP_NOTIFICATIONS_KAFKA_BOOTSTRAP": self.bootstrap}
+        argv = [sys.executable, "-m", "shared.tools.notifications"]
+        return lambda: spawn("notifications", argv, env=env)
 
     def supervise(self) -> None:
         """Restart what has exited (one call per tick of ``run``)."""
@@ -599,7 +615,7 @@ class Stack:
             while True:
                 self.supervise()
                 try:
-                    left = asyncio.run(backlog(self.bootstrap, CONSUMER_GROUPS))
+                    left = asyncio.run(backlog(self.bootstrap, self.drained_groups))
                 except KafkaError as exc:
                     self.say(f"cannot read the consumers' progress ({exc!r}): not draining")
                     return None
@@ -622,6 +638,11 @@ class Stack:
         else:
             self.say("drained: every accepted event has been handled")
         return left
+
+    @property
+    def drained_groups(self) -> dict[str, tuple[Topic, ...]]:
+        """What a stop waits for: the services' consumers and the notifications printer."""
+        return {**CONSUMER_GROUPS, NOTIFICATIONS_GROUP: (Topic.CUSTOMER_NOTIFY,)}
 
     def stop(self) -> None:
         self.supervisor.stop_all()
@@ -647,6 +668,10 @@ def banner(stack: Stack) -> str:
         f"  mongodb          {mongo_url(s.mongo_port)}",
         "  metrics          " + "  ".join(f"http://127.0.0.1:{p}/metrics" for p in ports.values()),
         f"  broker/db logs   {s.data_dir / 'logs'}",
+        "  notifications    each customer.notify followup sends, a line on the stack's output",
+        "                   (this console; logs/stack.log after `closeloop stack up`):",
+        "                   notify <channel>/<language> <kind> to <customer key>, case "
+        "<reference>: <text>",
         "Press Ctrl-C to stop everything.",
     ]
     return "\n".join(lines)

@@ -180,6 +180,21 @@ def test_each_configuration_file_a_service_reads_is_mounted_from_the_repository(
         )
 
 
+def test_followup_reads_the_router_s_routing_file_for_the_team_calendars(
+    spec: dict[str, Any],
+) -> None:
+    """One file for both: the calendars followup times promises and silences by are the
+    ones the router counts SLA deadlines in."""
+    files = {}
+    for service, variable in (
+        ("router", "CLOSELOOP_ROUTER_POLICY_FILE"),
+        ("followup", "CLOSELOOP_FOLLOWUP_ROUTING_FILE"),
+    ):
+        env = manifests.compose_environment(spec["services"][service], REQUIRED_VARIABLES)
+        files[service] = manifests.bind_mounts(spec["services"][service])[env[variable]]
+    assert files["followup"] == files["router"] == DEPLOY.parent / "services/router/routing.yaml"
+
+
 def test_every_file_the_stack_mounts_exists(spec: dict[str, Any]) -> None:
     missing = [
         f"{name}: {path}"

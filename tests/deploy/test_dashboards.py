@@ -88,6 +88,18 @@ def test_the_outcomes_dashboard_shows_volume_sla_satisfaction_reopens_and_time_t
     } <= used
 
 
+def test_the_outcomes_dashboard_shows_customer_messages_promises_and_silences() -> None:
+    used = used_metrics(DASHBOARDS["closeloop-outcomes.json"])
+    assert {
+        "closeloop_notifications_total",  # customer.notify by kind, channel, language
+        "closeloop_promises_total",  # made, kept, broken, overdue by team
+        "closeloop_silences_total",  # cases left without news, by priority and action
+    } <= used
+    panels = {p["title"]: p for p in DASHBOARDS["closeloop-outcomes.json"]["panels"]}
+    promise_queries = [t["expr"] for t in panels["Promises by team and outcome"]["targets"]]
+    assert all('team=~"$team"' in expr for expr in promise_queries)
+
+
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
 def test_every_dashboard_leads_to_insights_report_and_the_cases_of_its_time_range(
     name: str,

@@ -221,6 +221,30 @@ def test_each_configuration_file_comes_from_a_config_map_of_the_repository_s_fil
         assert contents == [default.read_text(encoding="utf-8")], (service, setting)
 
 
+def test_followup_reads_the_routing_policy_from_the_router_s_config_map(
+    production: list[Doc],
+) -> None:
+    """One ConfigMap for both: followup times promises and silences in the same team
+    calendars the router counts deadlines in, and a change of it rolls both."""
+    sources = {}
+    for service, variable in (
+        ("router", "CLOSELOOP_ROUTER_POLICY_FILE"),
+        ("followup", "CLOSELOOP_FOLLOWUP_ROUTING_FILE"),
+    ):
+        pod = workloads(production)[service]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = manifests.container_environment(production, container)
+        configmaps = manifests.by_kind(production, "ConfigMap")
+        sources[service] = [
+            (name, key)
+            for name, key in config_map_files(pod, container, PurePosixPath(env[variable]))
+            if key in configmaps[name]["data"]
+        ]
+    assert sources["followup"] == sources["router"]
+    ((name, _),) = sources["router"]
+    assert name.startswith("closeloop-routing-")  # kustomize's hash suffix
+
+
 @pytest.mark.parametrize("service", ["router", "followup", "insights"])
 def test_services_reading_root_causes_see_the_classifier_s_taxonomy(
     production: list[Doc], service: str

@@ -26,6 +26,8 @@ ISSUE_ALERTS = {
     "CloseloopCallbacksOverdue",
     "CloseloopSurveyResponseRateFalling",
     "CloseloopClassificationConfidenceFalling",
+    "CloseloopPromisesBroken",
+    "CloseloopCustomersLeftInSilence",
 }
 
 

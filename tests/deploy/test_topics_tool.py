@@ -25,6 +25,7 @@ from deploy.tools.topics import (
     wanted_topics,
 )
 from shared.config import ConfigError, load_yaml
+from shared.contracts import Topic
 from shared.tools import devstack
 from tests.deploy.manifests import ROOT
 
@@ -110,6 +111,18 @@ def test_the_shipped_file_replicates_three_times_and_acknowledges_on_two() -> No
     assert {topic.replication_factor for topic in topics} == {3}
     assert {topic.configs["min.insync.replicas"] for topic in topics} == {"2"}
     assert all(topic.configs["unclean.leader.election.enable"] == "false" for topic in topics)
+
+
+def test_customer_notify_is_partitioned_like_the_customer_keyed_topics_and_kept_a_week() -> None:
+    """Integrations read customer.notify by customer key, as closeloop's consumers read
+    the other customer-keyed topics, and find a week of messages after an outage."""
+    spec = load_yaml(DEFAULT_FILE, TopicsFile)
+    topics = {topic.name: topic for topic in wanted_topics(spec)}
+    keyed_by_customer = ["feedback.received", "feedback.classified", "case.routed"]
+    notify = topics[Topic.CUSTOMER_NOTIFY.value]
+    assert {topics[name].partitions for name in keyed_by_customer} == {notify.partitions}
+    assert int(notify.configs["retention.ms"]) >= 7 * 24 * 3600 * 1000
+    assert Topic.CUSTOMER_NOTIFY.dlq in topics
 
 
 # --- a real run against a broker of its own -------------------------------------------

@@ -2,7 +2,9 @@
 supervisor of `make run`, detached), a service killed with SIGKILL comes back and handles
 the feedback accepted while it was gone; a stop lets the pipeline drain, so every
 complaint intake answered 202 for is a case in the database once the stack is down, even
-when a service was down at the moment of the stop."""
+when a service was down at the moment of the stop. What followup tells the customers is
+printed on the stack's output, one line per customer.notify, and a stop waits for that
+too."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
+from shared.contracts import Customer
 from shared.db import Document
 from shared.tools import devstack
 from shared.tools.cli import app
@@ -71,11 +74,21 @@ def wait_for_line(settings: devstack.StackSettings, pattern: str) -> re.Match[st
         time.sleep(0.2)
 
 
+def customer_id(run: str, index: int) -> str:
+    return f"{run}-customer-{index}"
+
+
+def acknowledgement(run: str, index: int) -> str:
+    """The start of the printed line of the acknowledgement of complaint ``index``."""
+    key = Customer(id=customer_id(run, index)).key
+    return rf"notify web/\w+ acknowledgement to {key}, case \w+: \S"
+
+
 def complaint(run: str, index: int) -> dict[str, Any]:
     return {
         "channel": "web",
         "external_id": f"{run}-{index}",
-        "customer": {"id": f"{run}-customer-{index}"},
+        "customer": {"id": customer_id(run, index)},
         "text": f"My parcel {index} never arrived and nobody answers the hotline.",
     }
 
@@ -124,6 +137,8 @@ def test_a_killed_service_comes_back_and_a_stop_drains_what_was_accepted(
     assert again[1] != first[1]
     case = case_for(stack, posted.json()["feedback_id"])
     assert case["classification"]["root_cause"]
+    assert re.search(r"notifications started \(pid \d+\)", stack_log(stack))
+    wait_for_line(stack, acknowledgement(run, 0))
 
     # The classifier down again, a burst accepted meanwhile, then a stop at once: before
     # anything else stops, the classifier comes back and the pipeline handles the burst.
@@ -144,3 +159,6 @@ def test_a_killed_service_comes_back_and_a_stop_drains_what_was_accepted(
     for port in (stack.kafka_port, stack.intake_port, stack.followup_port):
         assert not devstack.port_in_use(port)
     assert asyncio.run(cases_stored(stack, accepted)) == 100
+    # The drain waited for the printer too: every new case's acknowledgement is printed.
+    unprinted = [i for i in range(1, 101) if not re.search(acknowledgement(run, i), log)]
+    assert unprinted == []

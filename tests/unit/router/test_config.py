@@ -64,6 +64,8 @@ def test_the_shipped_at_risk_rule_comes_after_critical_and_before_unsure() -> No
         ({"rules.1.raise_priority": -1}, r"rules\.1\.raise_priority"),
         ({"rules.1.when.at_risk": "maybe"}, r"rules\.1\.when\.at_risk"),
         ({"rules.1.when.at_risk_score": 40}, r"rules\.1\.when\.at_risk_score"),
+        ({"rules.1.when.expected_outcome": ["money_back"]}, r"rules\.1\.when\.expected_outcome\.0"),
+        ({"rules.1.when.expected_outcome": "refund"}, r"rules\.1\.when\.expected_outcome"),
     ],
 )
 def test_a_bad_policy_fails_naming_the_field(

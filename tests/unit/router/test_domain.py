@@ -4,9 +4,11 @@ the customers' standing from customer.signals."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,6 +32,7 @@ from shared.contracts import (
     CustomerAtRisk,
     CustomerRecovered,
     CustomerTier,
+    ExpectedOutcome,
     Feedback,
     Priority,
     RootCause,
@@ -351,3 +354,119 @@ def test_a_signal_gives_the_standing_with_its_crossing_and_top_reasons() -> None
         CustomerRecovered.model_validate({**fields, "crossing": 4}), "e-2"
     )
     assert (recovered.at_risk, recovered.crossing) == (False, 4)
+
+
+# --- what the customer asks for (classification.expectation) ------------------------
+
+ROUTING_DOCS = Path(__file__).parents[3] / "docs" / "routing.md"
+
+
+def expecting(
+    outcome: ExpectedOutcome | None,
+    *,
+    tier: CustomerTier = CustomerTier.STANDARD,
+    urgency: Urgency = Urgency.MEDIUM,
+    source: str = "customer",
+) -> tuple[Feedback, Classification]:
+    """A delivery complaint whose customer asks for ``outcome`` (None: asks for nothing)."""
+    feedback = a_feedback(customer=Customer(id="C-1", tier=tier))
+    expectation = None if outcome is None else {"outcome": outcome, "source": source}
+    return feedback, a_classification("delivery", urgency, expectation=expectation)
+
+
+def the_documented_expectation_rules() -> list[dict[str, object]]:
+    """The example rules of docs/routing.md that look at what the customer asks for."""
+    chunks = ROUTING_DOCS.read_text(encoding="utf-8").split("```yaml\n")[1:]
+    blocks = [chunk.split("```", 1)[0] for chunk in chunks]
+    example = next(block for block in blocks if "expected_outcome" in block)
+    rules: list[dict[str, object]] = yaml.safe_load(example)["rules"]
+    return rules
+
+
+@pytest.mark.parametrize(
+    ("condition", "outcome", "matches"),
+    [
+        ([ExpectedOutcome.REFUND], ExpectedOutcome.REFUND, True),
+        (
+            [ExpectedOutcome.REFUND, ExpectedOutcome.COMPENSATION],
+            ExpectedOutcome.COMPENSATION,
+            True,
+        ),
+        ([ExpectedOutcome.REFUND], ExpectedOutcome.REPLACEMENT, False),
+        ([ExpectedOutcome.REFUND], None, False),
+        ([ExpectedOutcome.OTHER], None, False),
+        ([ExpectedOutcome.OTHER], ExpectedOutcome.OTHER, True),
+        ([], ExpectedOutcome.REFUND, False),
+        (None, ExpectedOutcome.REFUND, True),
+        (None, None, True),
+    ],
+)
+def test_an_expected_outcome_condition_matches_what_the_customer_asks_for(
+    condition: list[ExpectedOutcome] | None, outcome: ExpectedOutcome | None, matches: bool
+) -> None:
+    rule = Rule.model_validate(
+        {"name": "r", "when": {"expected_outcome": condition}, "team": "billing"}
+    )
+    assert rule_matches(rule, *expecting(outcome)) is matches
+
+
+def test_an_outcome_the_classifier_inferred_matches_like_one_the_customer_chose() -> None:
+    rule = Rule.model_validate(
+        {"name": "r", "when": {"expected_outcome": ["repair"]}, "team": "service"}
+    )
+    assert rule_matches(rule, *expecting(ExpectedOutcome.REPAIR, source="inferred"))
+
+
+def test_an_expected_outcome_condition_combines_with_the_others() -> None:
+    rule = Rule.model_validate(
+        {"name": "r", "when": {"tier": ["vip"], "expected_outcome": ["refund"]}, "team": "billing"}
+    )
+    assert rule_matches(rule, *expecting(ExpectedOutcome.REFUND, tier=CustomerTier.VIP))
+    assert not rule_matches(rule, *expecting(ExpectedOutcome.REFUND))
+    assert not rule_matches(rule, *expecting(None, tier=CustomerTier.VIP))
+
+
+def test_the_documented_rule_sends_a_vip_refund_request_to_billing_and_names_the_outcome() -> None:
+    policy = with_rules(*the_documented_expectation_rules())
+    placement = place(policy, *expecting(ExpectedOutcome.REFUND, tier=CustomerTier.VIP))
+    assert (placement.team, placement.rule, placement.priority) == (
+        "billing",
+        "vip-refunds-to-billing",
+        Priority.P2,
+    )
+    assert placement.reason == (
+        "priority P2: urgency medium for a vip customer gives P2; rule vip-refunds-to-billing "
+        "sends it to billing (expected outcome: refund)"
+    )
+    assert placement.reason in ROUTING_DOCS.read_text(encoding="utf-8").replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "tier", "urgency", "rule"),
+    [
+        (ExpectedOutcome.REPLACEMENT, CustomerTier.VIP, Urgency.MEDIUM, "fallback"),
+        (None, CustomerTier.VIP, Urgency.MEDIUM, "fallback"),
+        (ExpectedOutcome.REFUND, CustomerTier.STANDARD, Urgency.MEDIUM, "fallback"),
+        (ExpectedOutcome.REFUND, CustomerTier.VIP, Urgency.CRITICAL, "critical-to-escalations"),
+    ],
+)
+def test_the_documented_rule_leaves_other_cases_to_the_rules_around_it(
+    outcome: ExpectedOutcome | None, tier: CustomerTier, urgency: Urgency, rule: str
+) -> None:
+    policy = with_rules(*the_documented_expectation_rules())
+    placement = place(policy, *expecting(outcome, tier=tier, urgency=urgency))
+    assert placement.rule == rule
+    assert "expected outcome" not in placement.reason
+
+
+def test_a_rule_without_an_expected_outcome_condition_does_not_mention_the_expectation() -> None:
+    placement = place(POLICY, *expecting(ExpectedOutcome.REFUND, tier=CustomerTier.VIP))
+    assert (placement.team, placement.rule) == ("logistics", "delivery")
+    assert "expected outcome" not in placement.reason
+
+
+def test_the_shipped_policy_routes_by_cause_whatever_the_customer_asks_for() -> None:
+    assert all(rule.when.expected_outcome is None for rule in POLICY.rules)
+    asked_nothing = place(POLICY, *expecting(None))
+    for outcome in ExpectedOutcome:
+        assert place(POLICY, *expecting(outcome)) == asked_nothing

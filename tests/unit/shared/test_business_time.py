@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.router.policy import load_policy
 from shared.business_time import (
     Calendar,
     Span,
@@ -20,7 +21,6 @@ from shared.business_time import (
     is_working_time,
     subtract_business_time,
 )
-from services.router.policy import load_policy
 
 # Zones with DST in either hemisphere, at 01:00, 02:00, 02:45, at midnight, and without DST.
 ZONES = [
