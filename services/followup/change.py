@@ -101,9 +101,11 @@ class Draft:
     schedule: list[DueItem] = field(default_factory=list)
     cancel: list[Cancel] = field(default_factory=list)
     measures: list[Measure] = field(default_factory=list)
+    fresh: bool = field(default=False, kw_only=True)
+    """``base`` is a case just made, that nothing else holds: changed in place, not copied."""
 
     def __post_init__(self) -> None:
-        self.case = self.base.model_copy(deep=True)
+        self.case = self.base if self.fresh else self.base.model_copy(deep=True)
 
     def log(self, event: str, detail: str | None = None) -> None:
         self.case.timeline.append(entry(self.now, event, detail))

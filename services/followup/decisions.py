@@ -689,7 +689,7 @@ def _open(
     happens next and by when."""
     routing = routed.routing
     opened, items = new_case(routed, now, policy)
-    d = Draft(opened, now)
+    d = Draft(opened, now, fresh=True)
     acknowledge(d, policy, outreach)
     return Decision(
         base=None,
