@@ -1,9 +1,10 @@
-"""Root cause, urgency and sentiment of feedback: pure functions, no I/O.
+"""Root cause, urgency, sentiment and expectation of feedback: pure functions, no I/O.
 
 The trained model (services.classifier.model) scores the root causes and the
 sentiment; the taxonomy's keywords feed the model as evidence per cause; the
-taxonomy's signal patterns decide urgency by rules. Every decision records the text
-spans (or the customer data) that drove it.
+taxonomy's signal patterns decide urgency by rules, and its expectation rules read what
+the customer asks for. Every decision records the text spans (or the customer data)
+that drove it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.classifier.model import CauseModel, Explanation, prepare
-from services.classifier.policy import Match, Taxonomy
-from shared.contracts import OTHER, Channel, Classification, Feedback, RootCause, Signal, Urgency
+from services.classifier.policy import (
+    ASKING_END,
+    ASKS,
+    BREAK,
+    DESCRIBING,
+    MENTION,
+    NEGATION,
+    NOT_ASKS,
+    REQUEST,
+    ExpectationRules,
+    Match,
+    Taxonomy,
+)
+from shared.contracts import (
+    OTHER,
+    Channel,
+    Classification,
+    Expectation,
+    ExpectedOutcome,
+    Feedback,
+    RootCause,
+    Signal,
+    Urgency,
+)
 
 MAX_EVIDENCE = 3
 TIER_SIGNAL = "customer_tier"
@@ -229,6 +252,9 @@ def _classification(
     if secondary is not None:
         reasons.append(f"secondary cause {secondary[0]} ({secondary[1]:.2f})")
     reasons += [f"{s.name}: {s.evidence}" for s in signals]
+    expectation = expectation_of(taxonomy.expectations, feedback, item.prepared)
+    if expectation is not None:
+        reasons.append(expectation_reason(expectation))
     reasons.append(urgency_reason(urgency, signals, sentiment))
     confidence = round(confidence, 3)
     return Classification(
@@ -241,6 +267,7 @@ def _classification(
         needs_review=confidence < taxonomy.review_threshold,
         model_version=version,
         reasons=reasons,
+        expectation=expectation,
     )
 
 
@@ -264,3 +291,228 @@ def urgency_reason(urgency: Urgency, signals: Sequence[Signal], sentiment: float
         return f"urgency {urgency.value}: no signal, sentiment {sentiment}"
     names = ", ".join(f"{s.name} {s.weight:g}" for s in signals)
     return f"urgency {urgency.value}: {names}; sentiment {sentiment}"
+
+
+# --- the expectation: what the customer asks for ------------------------------------
+
+MAX_EXPECTATION_EVIDENCE = 80
+# Typographic apostrophes as typed on phones ("don’t"): the rules are written with "'".
+_APOSTROPHES = ("\u2019", "\u2018", "\u02bc")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """An outcome the text asks for: where the match starts and the words that showed it."""
+
+    outcome: ExpectedOutcome
+    start: int
+    evidence: str
+
+
+@dataclass(frozen=True)
+class _Clause:
+    start: int
+    end: int
+    asking: bool  # a question, or ends with "please", 吧, 就行 ...: asks for what it names
+
+
+@dataclass(frozen=True)
+class _Cue:
+    start: int
+    end: int
+    request: bool  # else a negation
+
+
+def expectation_of(
+    rules: ExpectationRules, feedback: Feedback, prepared: str | None = None
+) -> Expectation | None:
+    """What the customer expects: the outcome the channel captured (``customer``), else
+    the strongest outcome the text asks for (``inferred``, with its words); None when
+    the text asks for nothing. ``prepared`` is ``prepare(text_of(feedback))``, when the
+    caller has it."""
+    if feedback.expected_outcome is not None:
+        return Expectation(
+            outcome=feedback.expected_outcome, source="customer", expected_by=feedback.expected_by
+        )
+    text = text_of(feedback)
+    asks = asks_in(rules, prepare(text) if prepared is None else prepared, text)
+    ask = strongest_ask(rules, asks)
+    if ask is None:
+        return None
+    return Expectation(
+        outcome=ask.outcome,
+        source="inferred",
+        evidence=ask.evidence,
+        expected_by=feedback.expected_by,
+    )
+
+
+def strongest_ask(rules: ExpectationRules, asks: Sequence[Ask]) -> Ask | None:
+    """Of several outcomes asked, the one the rules list first (the strongest), the first
+    asked among equals: "an apology and compensation" expects compensation."""
+    rank = {outcome: k for k, outcome in enumerate(rules.compiled.outcomes)}
+    return min(asks, key=lambda ask: (rank[ask.outcome], ask.start), default=None)
+
+
+def asks_in(rules: ExpectationRules, prepared: str, original: str | None = None) -> list[Ask]:
+    """Every outcome the prepared text asks for, in text order. A term of an outcome
+    ("refund", 退款) asks when a request comes before it in its clause ("I want a",
+    我要) with no negation after that request, or when its clause asks (a question, or
+    ends with "please", 吧, 就行); an ask phrase ("refund me", 给个说法) asks unless a
+    negation comes before it in its clause. Neither asks in a clause with one of the
+    outcome's ``not_asks`` ("they refunded me", 已经退款). Evidence is read from
+    ``original`` when its offsets are the prepared text's."""
+    compiled = rules.compiled
+    for apostrophe in _APOSTROPHES:
+        prepared = prepared.replace(apostrophe, "'")  # far faster than str.translate
+    items = _items(compiled.items.find_all(prepared))
+    if not items:
+        return []
+    named = {item.outcome for item in items}
+    # Only the named outcomes' not_asks matter: the others' regexes need not run.
+    unnamed = frozenset(f"{NOT_ASKS}{k}" for k in range(len(compiled.outcomes)) if k not in named)
+    found = compiled.cues.find_all(prepared, skip=unnamed)
+    clauses = clauses_of(prepared, found)
+    cues = cues_in(prepared, found)
+    waved = waved_away(len(compiled.outcomes), prepared, found)
+    source = original if original is not None and len(original) == len(prepared) else prepared
+    asks: list[Ask] = []
+    taken: list[_Item] = []
+    for item in items:
+        if any(
+            t.outcome == item.outcome and t.start < item.end and item.start < t.end for t in taken
+        ):
+            continue  # the term inside an ask phrase already asked ("refund" in "refund me")
+        if not item.ask and _followed_by(prepared, found[MENTION], item.end):
+            continue  # "refund policy"
+        clause = next(c for c in clauses if item.start < c.end)
+        if any(k == item.outcome and clause.start <= at < clause.end for k, at in waved):
+            continue
+        phrase = item.ask and not _preceded_by(prepared, found[DESCRIBING], item.start)
+        begin = _asked_from(cues, clause, item.start, ask_phrase=phrase)
+        if begin is not None:
+            taken.append(item)
+            evidence = _evidence(source, clause, begin, item.end)
+            asks.append(Ask(compiled.outcomes[item.outcome], item.start, evidence))
+    return asks
+
+
+@dataclass(frozen=True)
+class _Item:
+    outcome: int  # the outcome's place in the rules
+    start: int
+    end: int
+    ask: bool  # an ask phrase, else a term
+
+
+def _items(found: dict[str, list[Match]]) -> list[_Item]:
+    """Every ask phrase and term found, in text order, an ask phrase before a term that
+    starts with it."""
+    items = [
+        _Item(int(name[1:]), m.start, m.end, ask=name[0] == ASKS)
+        for name, matches in found.items()
+        if matches
+        for m in matches
+    ]
+    return sorted(items, key=lambda i: (i.start, not i.ask, -i.end))
+
+
+def clauses_of(prepared: str, found: dict[str, list[Match]]) -> list[_Clause]:
+    """The text between clause breaks (punctuation, "but", 但是), in order, each marked
+    asking when the break after it has a "?" or it ends with an asking word."""
+    ends = {m.end for m in found[ASKING_END]}
+    clauses, start = [], 0
+    breaks = sorted(found[BREAK], key=lambda m: m.start)
+    for end, after in [*((m.start, m.end) for m in breaks), (len(prepared), len(prepared))]:
+        if end < start:
+            continue  # a break inside the one before ("but" after a comma)
+        question = "?" in prepared[end:after]
+        ending = len(prepared[start:end].rstrip()) + start in ends
+        clauses.append(_Clause(start, end, question or ending))
+        start = after
+    return clauses
+
+
+def _overlap(a: Match, b: Match) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _ends_at(prepared: str, match: Match, start: int) -> bool:
+    """The match ends right before ``start`` (one space between allowed)."""
+    return match.end == start or (match.end == start - 1 and prepared[match.end] == " ")
+
+
+def _preceded_by(prepared: str, matches: Sequence[Match], start: int) -> bool:
+    return any(_ends_at(prepared, m, start) for m in matches)
+
+
+def _followed_by(prepared: str, matches: Sequence[Match], end: int) -> bool:
+    return any(m.start == end or (m.start == end + 1 and prepared[end] == " ") for m in matches)
+
+
+def cues_in(prepared: str, found: dict[str, list[Match]]) -> list[_Cue]:
+    """Requests and negations, in the order of their ends. Of a request and a negation
+    that overlap, the longer wins, the negation on a tie ("不想要" over "想要", "still
+    no" over "no"); a request right after a negation is negated ("don't" + "want", "没" +
+    "要求")."""
+    requests, negations = found[REQUEST], found[NEGATION]
+    kept = [
+        n
+        for n in negations
+        if not any(_overlap(n, r) and r.end - r.start > n.end - n.start for r in requests)
+    ]
+    cues = [_Cue(n.start, n.end, request=False) for n in kept]
+    for r in requests:
+        if any(_overlap(r, n) and n.end - n.start >= r.end - r.start for n in negations):
+            continue
+        cues.append(_Cue(r.start, r.end, request=not _preceded_by(prepared, kept, r.start)))
+    # Of cues ending together, the longest last ("我要" after "要"): the evidence starts there.
+    return sorted(cues, key=lambda c: (c.end, -c.start))
+
+
+def waved_away(
+    outcomes: int, prepared: str, found: dict[str, list[Match]]
+) -> list[tuple[int, int]]:
+    """(outcome number, position) of each ``not_asks`` phrase that no negation right
+    before turns around ("received my refund", but not "haven't received my refund")."""
+    return [
+        (k, m.start)
+        for k in range(outcomes)
+        for m in found[f"{NOT_ASKS}{k}"]
+        if not _preceded_by(prepared, found[NEGATION], m.start)
+    ]
+
+
+def _asked_from(cues: Sequence[_Cue], clause: _Clause, start: int, ask_phrase: bool) -> int | None:
+    """Where the words asking for the match at ``start`` begin, or None when it does not
+    ask: decided by the last request or negation before it in its clause."""
+    last = None
+    for cue in cues:
+        if cue.end > start:
+            break
+        if cue.start >= clause.start:
+            last = cue
+    if clause.asking:
+        # "why can't you refund me?" asks; "不用退款吧" does not.
+        if last is not None and not last.request and last.end >= start - 1:
+            return None
+        return clause.start
+    if last is None:
+        return start if ask_phrase else None
+    return last.start if last.request else None
+
+
+def _evidence(text: str, clause: _Clause, begin: int, match_end: int) -> str:
+    """The clause; when it is longer than MAX_EXPECTATION_EVIDENCE characters, from the
+    asking words on, and when that is too, as much as fits ending with the match."""
+    for start, end in ((clause.start, clause.end), (begin, clause.end)):
+        evidence = text[start:end].strip()
+        if len(evidence) <= MAX_EXPECTATION_EVIDENCE:
+            return evidence
+    return text[max(begin, match_end - MAX_EXPECTATION_EVIDENCE) : match_end].strip()
+
+
+def expectation_reason(expectation: Expectation) -> str:
+    if expectation.source == "customer":
+        return f"expectation {expectation.outcome.value}: said by the customer"
+    return f"expectation {expectation.outcome.value}: inferred from {expectation.evidence}"

@@ -1,5 +1,5 @@
-"""The classifier's metrics (docs/metrics.md): what it classified, how sure it was, and
-which model and taxonomy it runs."""
+"""The classifier's metrics (docs/metrics.md): what it classified, how sure it was, what
+the customers expect, and which model and taxonomy it runs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ CONFIDENCE = Histogram(
     "Confidence of each classification",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+EXPECTATIONS = Counter(
+    "closeloop_classifier_expectations_total",
+    "Feedback classified, by where its expectation came from (customer, inferred, none) and"
+    " the outcome expected (none when nothing said)",
+    ["source", "outcome"],
+)
 MODEL_INFO = Gauge(
     "closeloop_classifier_model_info",
     "The model and taxonomy version this classifier runs (value 1)",
@@ -32,6 +38,11 @@ def observe(classification: Classification) -> None:
     CONFIDENCE.observe(classification.confidence)
     if classification.needs_review:
         NEEDS_REVIEW.inc()
+    expectation = classification.expectation
+    if expectation is None:
+        EXPECTATIONS.labels("none", "none").inc()
+    else:
+        EXPECTATIONS.labels(expectation.source, expectation.outcome.value).inc()
 
 
 def running(model_version: str) -> None:

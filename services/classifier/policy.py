@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import load_yaml
-from shared.contracts import OTHER, CustomerTier, RootCause
+from shared.contracts import OTHER, CustomerTier, ExpectedOutcome, RootCause
 
 DEFAULT_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -194,6 +194,128 @@ class KeywordIndex:
         return dict(zip(self.groups, found, strict=True))
 
 
+@dataclass(frozen=True)
+class Scan:
+    """Keyword sets searched together: all literals in one pass of a KeywordIndex, then
+    each regex on its own. A regex that starts with a literal is skipped through fast;
+    joined into one alternation, these regexes take about twice as long, and the literals
+    as a plain alternation with word-boundary checks (not a prefix tree) some forty times
+    as long."""
+
+    index: KeywordIndex
+    regexes: tuple[tuple[str, re.Pattern[str]], ...]
+
+    @classmethod
+    def of(cls, groups: dict[str, Keywords]) -> Scan:
+        literal = {name: Keywords(en=k.en, words=k.words, zh=k.zh) for name, k in groups.items()}
+        regexes = tuple(
+            (name, re.compile(expression)) for name, k in groups.items() for expression in k.regex
+        )
+        return cls(KeywordIndex(literal), regexes)
+
+    def find_all(self, prepared: str, skip: frozenset[str] = frozenset()) -> dict[str, list[Match]]:
+        """Every group's matches; the regexes of the groups in ``skip`` are not run."""
+        found = self.index.find_all(prepared)
+        for name, pattern in self.regexes:
+            if name in skip:
+                continue
+            found[name] += [
+                Match(m.group(0), m.start(), m.end()) for m in pattern.finditer(prepared)
+            ]
+        return found
+
+
+class OutcomeRules(BaseModel):
+    """How the text asks for one outcome."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    terms: Keywords = Field(
+        default_factory=Keywords,
+        description="The outcome's name: asked after a request in the same clause, or in an"
+        " asking clause",
+    )
+    asks: Keywords = Field(default_factory=Keywords, description="Phrases that ask on their own")
+    not_asks: Keywords = Field(
+        default_factory=Keywords,
+        description="Phrases that say it happened or wave it away: the clause does not ask",
+    )
+
+    @model_validator(mode="after")
+    def _names_something(self) -> OutcomeRules:
+        if not (self.terms.literals or self.terms.regex or self.asks.literals or self.asks.regex):
+            raise ValueError("an outcome needs terms or asks")
+        return self
+
+
+# Group names in the scans: outcome k's ask phrases, terms and not_asks.
+ASKS, TERMS, NOT_ASKS = "a", "t", "n"
+REQUEST, NEGATION, MENTION, DESCRIBING = "request", "negation", "mention", "describing"
+BREAK, ASKING_END = "break", "asking_end"
+
+
+@dataclass(frozen=True)
+class CompiledExpectations:
+    """The expectation rules as the matcher runs them: ``items`` (every outcome's ask
+    phrases and terms) over every text, the rest only over texts that name an outcome."""
+
+    outcomes: tuple[ExpectedOutcome, ...]
+    items: Scan
+    cues: Scan
+
+
+class ExpectationRules(BaseModel):
+    """What the customer asks for, read from the text (docs/classifier.md, "The
+    expectation"). ``outcomes`` are listed strongest first: a text that asks for two gets
+    the one listed first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clause_breaks: Keywords = Field(
+        default_factory=Keywords, description="What ends a clause: punctuation, 'but', 但是"
+    )
+    requests: Keywords = Field(
+        default_factory=Keywords, description="Words that ask for an outcome named after them"
+    )
+    negation: Keywords = Field(
+        default_factory=Keywords, description="Words that cancel a request after them"
+    )
+    describing: Keywords = Field(
+        default_factory=Keywords,
+        description="Right before an ask phrase, these make it describe what someone does"
+        " ('tried to fix it'): it asks only as a term would",
+    )
+    asking_ends: Keywords = Field(
+        default_factory=Keywords,
+        description="A clause ending with one of these (or '?') asks for what it names",
+    )
+    mentions: Keywords = Field(
+        default_factory=Keywords,
+        description="Right after a term, a mention, not an ask ('refund policy', 退款政策)",
+    )
+    outcomes: dict[ExpectedOutcome, OutcomeRules] = Field(default_factory=dict)
+
+    @cached_property
+    def compiled(self) -> CompiledExpectations:
+        items: dict[str, Keywords] = {}
+        cues: dict[str, Keywords] = {
+            REQUEST: self.requests,
+            NEGATION: self.negation,
+            MENTION: self.mentions,
+            DESCRIBING: self.describing,
+            BREAK: self.clause_breaks,
+            ASKING_END: self.asking_ends,
+        }
+        for number, rules in enumerate(self.outcomes.values()):
+            items[f"{ASKS}{number}"] = rules.asks
+            items[f"{TERMS}{number}"] = rules.terms
+            cues[f"{NOT_ASKS}{number}"] = rules.not_asks
+        return CompiledExpectations(
+            outcomes=tuple(self.outcomes), items=Scan.of(items), cues=Scan.of(cues)
+        )
+
+
 class CauseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -271,6 +393,7 @@ class Taxonomy(BaseModel):
     signals: dict[str, SignalSpec]
     negation: Negation = Field(default_factory=Negation)
     urgency: UrgencyThresholds
+    expectations: ExpectationRules = Field(default_factory=ExpectationRules)
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -129,6 +129,7 @@ def output_of(record: dict[str, Any], result: Classification) -> dict[str, Any]:
         needs_review=result.needs_review,
         model_version=result.model_version,
         reasons=result.reasons,
+        expectation=result.expectation.model_dump(mode="json") if result.expectation else None,
     )
     return out
 

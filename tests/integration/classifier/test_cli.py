@@ -56,6 +56,13 @@ def test_classify_reads_stdin_and_writes_one_json_line_per_input() -> None:
         assert key in first
     assert out[1]["urgency"] == "low" and out[1]["sentiment"] > 0
     assert {s["name"] for s in out[2]["signals"]} >= {"customer_tier", "public_reach"}
+    assert first["expectation"] is None  # a threat, no ask
+    assert out[2]["expectation"] == {
+        "outcome": "refund",
+        "source": "inferred",
+        "evidence": "Refund still missing",
+        "expected_by": None,
+    }
 
 
 def test_classify_reads_a_file_and_stops_at_a_bad_line_naming_it(tmp_path: Path) -> None:
