@@ -257,6 +257,77 @@ async def test_an_unsatisfied_customer_reopens_the_case(
     assert again.status_code == 410  # each survey answers once
 
 
+async def test_a_broken_promise_escalates_the_case_and_shows_in_case_closed(
+    pipeline: Pipeline, http: httpx.AsyncClient
+) -> None:
+    await wait_ready(http, pipeline)
+    followup = pipeline.url("followup")
+    async with TopicReader(
+        pipeline.infra.bootstrap, Topic.CASE_ROUTED, Topic.CASE_LIFECYCLE, Topic.CUSTOMER_NOTIFY
+    ) as kafka:
+        feedback_id = await post_complaint(
+            http,
+            pipeline,
+            "The courier lost my parcel and nobody answers the phone.",
+            expected_outcome="refund",
+        )
+        routed = await kafka.wait_for(
+            lambda e: e.name == "case.routed" and e.data.feedback.feedback_id == feedback_id
+        )
+        case_id = routed.data.case_id
+        expectation = routed.data.classification.expectation
+        assert (expectation.outcome, expectation.source) == ("refund", "customer")
+        ack = await kafka.wait_for(
+            lambda e: e.name == "customer.notify" and e.data.case_id == case_id
+        )
+        assert ack.data.kind == "acknowledgement" and ack.data.reference in ack.data.text
+
+        made = await http.post(
+            f"{followup}/v1/cases/{case_id}/promises",
+            json={"what": "refund the parcel", "due_in": "2 working days", "by": "agent-li-na"},
+            headers=FOLLOWUP_AUTH,
+        )
+        assert made.status_code == 201, made.text
+        promise_id = made.json()["promise"]["promise_id"]
+        broken = await http.post(
+            f"{followup}/v1/cases/{case_id}/promises/{promise_id}/outcome",
+            json={"outcome": "broken", "by": "agent-li-na", "note": "the bank rejected it"},
+            headers=FOLLOWUP_AUTH,
+        )
+        assert broken.status_code == 200, broken.text
+        escalated = await kafka.wait_for(
+            lambda e: e.name == "case.escalated" and e.subject == case_id
+        )
+        assert "promise broken" in escalated.data.reason
+        # The router routes the escalated case again, one priority higher.
+        again = await kafka.wait_for(
+            lambda e: (
+                e.name == "case.routed"
+                and e.data.case_id == case_id
+                and e.data.routing.reroute_reason == "escalated"
+            )
+        )
+        assert again.data.routing.reroute_count == 1
+
+        async def rerouted() -> bool:
+            url = f"{followup}/v1/cases/{case_id}"
+            case = (await http.get(url, headers=FOLLOWUP_AUTH)).json()
+            return bool(case["routing"]["reroute_count"] == 1)
+
+        await eventually(rerouted)
+        resolved = await http.post(
+            f"{followup}/v1/cases/{case_id}/resolve",
+            json={"resolved_by": "agent-li-na", "solution": "refunded by transfer"},
+            headers=FOLLOWUP_AUTH,
+        )
+        assert resolved.status_code == 200, resolved.text
+        answer = {"csat": 4, "expected": 4, "perceived": 4, "solved": True, "expectation_met": True}
+        await http.post(f"{followup}/v1/cases/{case_id}/survey", json=answer, headers=FOLLOWUP_AUTH)
+        closed = await kafka.wait_for(lambda e: e.name == "case.closed" and e.subject == case_id)
+    assert (closed.data.promises_made, closed.data.promises_broken) == (1, 1)
+    assert closed.data.expected_outcome == "refund" and closed.data.expectation_met is True
+
+
 async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
     pipeline: Pipeline, http: httpx.AsyncClient
 ) -> None:
