@@ -7,13 +7,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
-from shared.contracts import Topic
-from shared.envelope import Event
+from services.followup.handlers import make_handlers
+from services.followup.outreach import load_outreach
+from services.followup.policy import load_policy
+from shared.contracts import Expectation, Priority, Topic
+from shared.envelope import Event, new_event
 from tests.conftest import Infra
 from tests.integration.followup.test_api import Api, api
-from tests.support import TopicReader
+from tests.support import TopicReader, a_case_routed, a_classification, a_feedback, a_routing
 
 __all__ = ["api"]  # the fixture
 
@@ -111,3 +115,35 @@ async def test_an_overdue_promise_escalates_the_case_and_case_closed_counts_it(a
     assert (closed.data.promises_made, closed.data.promises_overdue) == (1, 1)
     assert (closed.data.promises_open, closed.data.promises_kept) == (1, 0)
     assert closed.data.expectation_met is True
+
+
+async def test_the_survey_page_asks_whether_the_customer_got_what_they_asked_for(
+    api: Api,
+) -> None:
+    now = api.clock.now
+    routed = a_case_routed(Priority.P3, at=now)
+    expectation = Expectation(outcome="refund", source="inferred", evidence="我要退款")
+    routed = routed.model_copy(
+        update={
+            "feedback": a_feedback("我要退款", at=now, language="zh"),
+            "classification": a_classification(expectation=expectation),
+            "routing": a_routing(Priority.P3, at=now),
+        }
+    )
+    handler = make_handlers(api.store, load_policy(), load_outreach())["case.routed"]
+    await handler(new_event(routed, source="/test", cause=routed.case_id))
+    plain = await api.open_case(language="zh")  # nothing says what this customer expects
+    async with httpx.AsyncClient() as customer:
+        asked = await customer.get(await api.resolve(routed.case_id))
+        assert "您当时希望我们退款，做到了吗？" in asked.text
+        assert 'name="expectation_met"' in asked.text
+        unasked = await customer.get(await api.resolve(plain.case_id))
+        assert unasked.status_code == 200 and 'name="expectation_met"' not in unasked.text
+        link = str(asked.url)
+        answer = {"csat": "3", "expected": "4", "perceived": "4", "solved": "yes", "lang": "zh"}
+        posted = await customer.post(link, data={**answer, "expectation_met": "no"})
+        assert posted.status_code == 303
+    answered = await api.wait_for(routed.case_id, "survey.answered")
+    assert answered.data.expectation_met is False
+    closed = await api.wait_for(routed.case_id, "case.closed")
+    assert (closed.data.expected_outcome, closed.data.expectation_met) == ("refund", False)
