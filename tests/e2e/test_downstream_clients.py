@@ -43,6 +43,7 @@ from shared.contracts import (
     CaseEvent,
     CaseRouted,
     Customer,
+    CustomerNotify,
     CustomerSignal,
     EventData,
     FeedbackClassified,
@@ -67,6 +68,7 @@ PRODUCERS = {
     Topic.CASE_LIFECYCLE: "/closeloop/followup",
     Topic.REPORT_WEEKLY: "/closeloop/insights",
     Topic.CUSTOMER_SIGNALS: "/closeloop/insights",
+    Topic.CUSTOMER_NOTIFY: "/closeloop/followup",
 }
 # docs/events.md's envelope, each header once, nothing else.
 CE_HEADERS = {
@@ -351,6 +353,8 @@ def subject_and_key(data: EventData) -> tuple[str, str]:
     """docs/events.md: the subject is the feedback id on the feedback topics, the week on
     report.weekly, the customer key on customer.signals, else the case id; the key is the
     customer key, except on case.lifecycle (the case id) and report.weekly (the week)."""
+    if isinstance(data, CustomerNotify):
+        return data.case_id, data.customer_key
     if isinstance(data, CaseEvent):
         return data.case_id, data.case_id
     if isinstance(data, CaseRouted):
@@ -399,6 +403,10 @@ def missing(sent: Sent, messages: Sequence[Message]) -> list[str]:
         for topic in (Topic.FEEDBACK_RECEIVED, Topic.FEEDBACK_CLASSIFIED, Topic.CASE_ROUTED)
     ]
     wanted.append((Topic.CASE_LIFECYCLE, sent.closed_case, b"closeloop.case.closed.v1"))
+    # Every case's customer was acknowledged.
+    wanted += [
+        (Topic.CUSTOMER_NOTIFY, key, b"closeloop.customer.notify.v1") for key in sent.customers
+    ]
     gaps = [
         f"{type_.decode()} keyed {key}"
         for topic, key, type_ in wanted
