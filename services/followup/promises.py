@@ -331,26 +331,29 @@ def decide_promise_timer(
 ) -> Decision:
     """A promise's warning, deadline or overdue check; nothing once it has an outcome."""
     promise = case.promises.get(item.ref)
-    if promise is None or promise.status != "open":
+    if promise is None or promise.status != "open" or not _timer_due(promise, item, now):
         return Decision.nothing(case)
     d = Draft(case, now)
     current = d.case.promises[item.ref]
     common = _common(case, promise, now)
     if item.kind == "promise_warning":
-        if promise.warned or now >= promise.due_at:
-            return Decision.nothing(case)
         current.warned = True
         d.emit(PromiseWarning(**common), f"{item.ref}:warning", f"{promise.what!r} due soon")
     elif item.kind == "promise_due":
-        if promise.due_told or now < promise.due_at:
-            return Decision.nothing(case)
         current.due_told = True
         d.emit(PromiseDue(**common), f"{item.ref}:due", f"{promise.what!r} is due")
     else:
-        if promise.overdue or now < item.due_at:
-            return Decision.nothing(case)
         current.overdue = True
         d.emit(PromiseOverdue(**common), f"{item.ref}:overdue", f"{promise.what!r} is overdue")
         _escalate(d, promise, "promise overdue")
         d.count("promises", "overdue", case.team)
     return d.decision()
+
+
+def _timer_due(promise: Promise, item: DueItem, now: datetime) -> bool:
+    """Whether a promise timer still has its work to do (decided before copying the case)."""
+    if item.kind == "promise_warning":
+        return not promise.warned and now < promise.due_at
+    if item.kind == "promise_due":
+        return not promise.due_told and now >= promise.due_at
+    return not promise.overdue and now >= item.due_at
